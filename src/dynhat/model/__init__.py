@@ -1,0 +1,16 @@
+"""Step 2 of the pipeline: the elastic SuperTransformer and the dense models extracted from it."""
+
+from dynhat.model.dense import DenseTransformer, extract
+from dynhat.model.functional import DecoderState, EncoderOut
+from dynhat.model.seq2seq import Seq2SeqModel
+from dynhat.model.supertransformer import ModelSettings, SuperTransformer
+
+__all__ = [
+    "DecoderState",
+    "DenseTransformer",
+    "EncoderOut",
+    "ModelSettings",
+    "Seq2SeqModel",
+    "SuperTransformer",
+    "extract",
+]
