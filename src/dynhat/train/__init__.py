@@ -1,0 +1,1 @@
+"""Step 3 of the pipeline: training the SuperTransformer (or one fixed SubTransformer) on parallel data."""

@@ -1,0 +1,32 @@
+"""Label-smoothed cross entropy, as fairseq's ``label_smoothed_cross_entropy`` (HAT's criterion)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Summed (smoothed loss, nll) over non-pad targets, in nats.
+
+    fairseq spreads ``epsilon`` uniformly over the whole vocabulary: loss = (1 - eps) * nll + eps / V * sum(-logp).
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.shape[-1])
+    target = target.reshape(-1, 1)
+    keep = target.ne(ignore_index)
+    nll = -lprobs.gather(dim=-1, index=target)[keep].sum()
+    smooth = -lprobs.sum(dim=-1, keepdim=True)[keep].sum()
+    eps_i = epsilon / lprobs.shape[-1]
+    return (1.0 - epsilon) * nll + eps_i * smooth, nll
+
+
+def to_base2(nats_per_token: float) -> float:
+    """fairseq (and so HAT) reports losses in bits per token."""
+    return nats_per_token / math.log(2)
+
+
+def token_count(target: Tensor, ignore_index: int) -> int:
+    return int(torch.count_nonzero(target.ne(ignore_index)))

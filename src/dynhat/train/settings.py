@@ -1,0 +1,84 @@
+"""Training settings: one small dataclass, loadable from YAML (dashes or underscores), defaults for Multi30k.
+
+Defaults follow HAT's space0.yml scaled to Multi30k on a CPU: Adam (0.9, 0.98), label smoothing 0.1, dropout 0.3
+and attention dropout 0.1, linear warm-up from 1e-7 then cosine decay to 1e-7. HAT trains 40k updates of ~524k
+tokens; Multi30k has ~0.4 M target tokens, so an update here is a few thousand tokens, and warm-up is shortened
+in proportion to the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dynhat.errors import ConfigError
+
+SAMPLING = ("uniform", "sandwich", "fixed")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    space: str = "multi30k-cpu"
+    vocab_size: int = 8000
+    max_tokens: int = 4096
+    update_freq: int = 1
+    max_updates: int = 12000
+    max_minutes: float | None = None  # stop (after saving) when the wall-clock budget is spent
+    max_lr: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_updates: int = 1000
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 1e-7
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
+    dropout: float = 0.3
+    attention_dropout: float = 0.1
+    label_smoothing: float = 0.1
+    sampling: str = "uniform"  # HAT: one uniformly sampled SubTransformer per update
+    fixed_config: str | None = None  # HAT SubTransformer YAML, for sampling="fixed" (train it from scratch)
+    validate_every: int = 500
+    save_every: int = 250
+    max_positions: int = 256
+    seed: int = 1
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"{self.sampling!r} is not one of {list(SAMPLING)}", field="sampling")
+        if self.sampling == "fixed" and not self.fixed_config:
+            raise ConfigError("sampling 'fixed' needs fixed-config (a SubTransformer YAML)", field="fixed-config")
+        for name in ("max_tokens", "update_freq", "max_updates", "validate_every", "save_every", "vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name.replace("_", "-"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in (data or {}).items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown key; expected one of {sorted(known)}", source=source, field=str(key))
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(str(err), source=source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainSettings:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("file not found", source=str(path)) from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["adam_betas"] = list(self.adam_betas)
+        return out

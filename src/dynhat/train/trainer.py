@@ -1,0 +1,293 @@
+"""Train a SuperTransformer (one sampled SubTransformer per update, HAT's method) or one fixed SubTransformer.
+
+Determinism is what makes resuming exact: the SubTransformer of update ``u`` is drawn from ``Random(seed, u)``,
+the batch order of epoch ``e`` from ``(seed, e)``, and the torch RNG (dropout) is saved with every checkpoint.
+A run resumed from its last checkpoint therefore takes the same steps as one that never stopped.
+
+Multi-process training runs under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPU). Every
+rank draws the same SubTransformer; the micro-batches of an update are dealt round-robin over ranks, and the loss
+is normalised by the update's total token count, so W ranks compute the same update as one process with W times
+the update frequency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from dynhat.errors import ConfigError
+from dynhat.io import atomic_write_text
+from dynhat.model import ModelSettings, SuperTransformer
+from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample, smallest
+from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dynhat.train.loss import label_smoothed_nll, to_base2
+from dynhat.train.schedule import LRSchedule
+from dynhat.train.settings import TrainSettings
+
+LOG_FIELDS = ["update", "epoch", "lr", "train_loss", "train_nll", "tokens_per_s", "updates_per_s", "config",
+              "valid_loss_largest", "valid_loss_smallest", "elapsed_s"]
+
+
+class Batch(Protocol):
+    src_tokens: Tensor
+    prev_output_tokens: Tensor
+    target: Tensor
+    ntokens: int
+
+
+@dataclass
+class TrainState:
+    update: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_valid: float = float("inf")
+    elapsed_s: float = 0.0
+
+
+def update_configs(settings: TrainSettings, space: DesignSpace, update: int,
+                   fixed: SubTransformerConfig | None) -> list[SubTransformerConfig]:
+    """The SubTransformers trained in update ``update``; the same on every rank and after a resume.
+
+    Sandwich order ends with the largest so that, under DDP, the synchronising backward uses every parameter.
+    """
+    if settings.sampling == "fixed":
+        assert fixed is not None
+        return [fixed]
+    drawn = sample(space, random.Random(settings.seed * 1_000_003 + update))
+    if settings.sampling == "sandwich":
+        return [smallest(space), drawn, largest(space)]
+    return [drawn]
+
+
+def validation_loss(model: SuperTransformer, batches: Sequence[Batch], config: SubTransformerConfig,
+                    epsilon: float) -> tuple[float, float]:
+    """(label-smoothed loss, nll) in bits per target token, eval mode: the search's fitness too."""
+    was_training = model.training
+    model.eval()
+    loss_sum = nll_sum = 0.0
+    tokens = 0
+    with torch.inference_mode():
+        for batch in batches:
+            logits = model(batch.src_tokens, batch.prev_output_tokens, config=config)
+            loss, nll = label_smoothed_nll(logits, batch.target, epsilon, model.padding_idx)
+            loss_sum, nll_sum, tokens = loss_sum + float(loss), nll_sum + float(nll), tokens + batch.ntokens
+    model.train(was_training)
+    return to_base2(loss_sum / tokens), to_base2(nll_sum / tokens)
+
+
+class Trainer:
+    """Owns the model, optimiser, schedule, data position and run directory of one training run."""
+
+    def __init__(self, settings: TrainSettings, space: DesignSpace, vocab_size: int, run_dir: str | Path,
+                 train_batches: Callable[[int], Sequence[Batch]], valid_batches: Sequence[Batch],
+                 extra_state: dict[str, Any] | None = None) -> None:
+        self.settings, self.space, self.run_dir = settings, space, Path(run_dir)
+        self.train_batches, self.valid_batches = train_batches, valid_batches
+        self.extra_state = extra_state or {}
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        torch.manual_seed(settings.seed)
+        self.model = SuperTransformer(space, ModelSettings(vocab_size=vocab_size, dropout=settings.dropout,
+                                                           attention_dropout=settings.attention_dropout))
+        self.fixed = None
+        if settings.fixed_config:
+            self.fixed = SubTransformerConfig.from_yaml(settings.fixed_config).validate(space, settings.fixed_config)
+        self.schedule = LRSchedule(settings.lr_scheduler, settings.max_lr, settings.warmup_updates,
+                                   settings.max_updates, settings.warmup_init_lr, settings.min_lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(0), betas=settings.adam_betas,
+                                          eps=1e-8, weight_decay=settings.weight_decay)
+        self.state = TrainState()
+        self.ddp = (DistributedDataParallel(self.model, find_unused_parameters=True)
+                    if self.world > 1 else None)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoint_last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoint_best.pt"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": vars(self.state).copy(),
+            "rng": rng_state(),
+            "space": self.space.to_dict(),
+            "settings": self.settings.to_dict(),
+            "vocab_size": self.model.settings.vocab_size,
+            **self.extra_state,
+        }
+
+    def save(self, best: bool = False) -> None:
+        if self.rank != 0:
+            return
+        payload = self.payload()
+        save_checkpoint(self.last_path, payload)
+        if best:
+            save_checkpoint(self.best_path, payload)
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoint_last.pt`` if there is one; True when resumed."""
+        if not self.last_path.exists():
+            return False
+        payload = load_checkpoint(self.last_path)
+        if DesignSpace.from_dict(payload["space"]) != self.space:
+            raise ConfigError(f"{self.last_path}: the checkpoint's design space differs from this run's")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainState(**payload["state"])
+        set_rng_state(payload["rng"])
+        self._truncate_log(self.state.update)
+        return True
+
+    # ------------------------------------------------------------------ data stream
+    def _micro_batches(self) -> Iterator[Batch]:
+        """The global stream of micro-batches from the saved position on, epoch after epoch."""
+        while True:
+            batches = self.train_batches(self.state.epoch)
+            while self.state.batch_in_epoch < len(batches):
+                self.state.batch_in_epoch += 1
+                yield batches[self.state.batch_in_epoch - 1]
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    # ------------------------------------------------------------------ training
+    def train(self, progress: bool = True) -> TrainState:
+        s = self.settings
+        start = time.perf_counter() - self.state.elapsed_s
+        stream = self._micro_batches()
+        bar = tqdm(total=s.max_updates, initial=self.state.update, disable=not progress or self.rank != 0,
+                   desc="train", unit="upd", dynamic_ncols=True)
+        window_tokens, window_start, window_updates = 0, time.perf_counter(), 0
+        self.model.train()
+        while self.state.update < s.max_updates:
+            configs = update_configs(s, self.space, self.state.update, self.fixed)
+            group = [next(stream) for _ in range(s.update_freq * self.world)]
+            loss, nll, tokens = self._step(group[self.rank :: self.world], configs, sum(b.ntokens for b in group))
+            self.state.update += 1
+            window_tokens, window_updates = window_tokens + tokens, window_updates + 1
+            self.state.elapsed_s = time.perf_counter() - start
+            span = time.perf_counter() - window_start
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", ups=f"{window_updates / span:.2f}", tps=f"{window_tokens / span:.0f}")
+            row = {"update": self.state.update, "epoch": self.state.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": loss, "train_nll": nll, "tokens_per_s": window_tokens / span,
+                   "updates_per_s": window_updates / span, "config": configs[-1].id,
+                   "elapsed_s": self.state.elapsed_s}
+            done = self.state.update >= s.max_updates or (
+                s.max_minutes is not None and self.state.elapsed_s >= 60 * s.max_minutes)
+            best = False
+            if self.state.update % s.validate_every == 0 or done:
+                best = self._validate(row)
+            if self.state.update % 50 == 0 or "valid_loss_largest" in row or done:
+                self._log(row)  # before saving: a kill between the two must not lose this row
+                window_tokens, window_start, window_updates = 0, time.perf_counter(), 0
+            if self.state.update % s.save_every == 0 or done or best:
+                self.save(best)
+            if done:
+                break
+        bar.close()
+        return self.state
+
+    def _step(self, batches: list[Batch], configs: list[SubTransformerConfig], total_tokens: int
+              ) -> tuple[float, float, int]:
+        """One optimiser update over this rank's micro-batches and every SubTransformer of the update."""
+        module = self.ddp or self.model
+        lr = self.schedule(self.state.update)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = self.world / (total_tokens * len(configs))  # DDP averages over ranks; undo that, then per token
+        loss_sum = nll_sum = 0.0
+        jobs = [(b, c) for c in configs for b in batches]
+        for i, (batch, config) in enumerate(jobs):
+            sync = self.ddp is None or i == len(jobs) - 1
+            with _maybe_no_sync(self.ddp, sync):
+                logits = module(batch.src_tokens, batch.prev_output_tokens, config=config)
+                loss, nll = label_smoothed_nll(logits, batch.target, self.settings.label_smoothing,
+                                               self.model.padding_idx)
+                (loss * scale).backward()
+            loss_sum, nll_sum = loss_sum + float(loss.detach()), nll_sum + float(nll.detach())
+        if self.settings.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_norm)
+        self.optimizer.step()
+        local_tokens = sum(b.ntokens for b in batches)
+        stats = torch.tensor([loss_sum, nll_sum, float(local_tokens)], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(stats)
+        per_token = float(stats[2]) * len(configs)
+        return to_base2(float(stats[0]) / per_token), to_base2(float(stats[1]) / per_token), int(stats[2])
+
+    def _validate(self, row: dict[str, Any]) -> bool:
+        """Loss of the largest and smallest SubTransformers (or the fixed one); True when a new best."""
+        if self.rank != 0:
+            return False
+        eps = self.settings.label_smoothing
+        if self.fixed is not None:
+            row["valid_loss_largest"] = row["valid_loss_smallest"] = validation_loss(
+                self.model, self.valid_batches, self.fixed, eps)[0]
+        else:
+            row["valid_loss_largest"] = validation_loss(self.model, self.valid_batches, largest(self.space), eps)[0]
+            row["valid_loss_smallest"] = validation_loss(self.model, self.valid_batches, smallest(self.space), eps)[0]
+        # Best = mean of both ends, not HAT's smallest-only choice, so neither end of the space is neglected.
+        score = (row["valid_loss_largest"] + row["valid_loss_smallest"]) / 2
+        if score < self.state.best_valid:
+            self.state.best_valid = score
+            return True
+        return False
+
+    # ------------------------------------------------------------------ log
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        new = not self.log_path.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def _truncate_log(self, update: int) -> None:
+        """Rows written after the checkpoint we resume from describe steps that will be redone."""
+        if self.rank != 0 or not self.log_path.exists():
+            return
+        with self.log_path.open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["update"]) <= update]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.log_path, buffer.getvalue())
+
+
+def _maybe_no_sync(ddp: DistributedDataParallel | None, sync: bool) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if sync or ddp is None else ddp.no_sync()
+
+
+def init_distributed() -> bool:
+    """Join the torchrun process group when launched by torchrun; True when distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True

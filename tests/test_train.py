@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.toy_train import TOY_SPACE, make_trainer
+
+from dynhat.errors import ConfigError
+from dynhat.space import DesignSpace, largest, smallest
+from dynhat.train.checkpoint import load_checkpoint
+from dynhat.train.loss import label_smoothed_nll
+from dynhat.train.schedule import LRSchedule
+from dynhat.train.settings import TrainSettings
+from dynhat.train.trainer import update_configs
+
+SCRIPT = Path(__file__).parent / "helpers" / "toy_train.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_label_smoothing_matches_definition() -> None:
+    logits = torch.randn(2, 3, 7)
+    target = torch.tensor([[4, 5, 1], [6, 1, 1]])
+    loss, nll = label_smoothed_nll(logits, target, 0.1, ignore_index=1)
+    lp = torch.log_softmax(logits, -1)
+    keep = target.ne(1)
+    expected_nll = -lp.gather(-1, target.unsqueeze(-1)).squeeze(-1)[keep].sum()
+    expected = 0.9 * expected_nll + 0.1 / 7 * (-lp.sum(-1))[keep].sum()
+    torch.testing.assert_close(nll, expected_nll)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_schedules() -> None:
+    cos = LRSchedule("cosine", 1e-3, 10, 110, 1e-7, 1e-7)
+    assert cos(0) == pytest.approx(1e-7) and cos(10) == pytest.approx(1e-3)
+    assert cos(60) == pytest.approx((1e-3 + 1e-7) / 2) and cos(110) == pytest.approx(1e-7)
+    inv = LRSchedule("inverse_sqrt", 5e-4, 4, 100)
+    assert inv(16) == pytest.approx(5e-4 / 2)
+    with pytest.raises(ValueError, match="lr-scheduler"):
+        LRSchedule("linear", 1e-3, 1, 2)
+
+
+def test_settings_errors(tmp_path) -> None:
+    path = tmp_path / "t.yml"
+    path.write_text("max-updates: 10\nlearning-rate: 1\n")
+    with pytest.raises(ConfigError, match=r"t\.yml: learning-rate: unknown key"):
+        TrainSettings.from_yaml(path)
+    with pytest.raises(ConfigError, match="fixed-config"):
+        TrainSettings(sampling="fixed")
+    assert TrainSettings.from_dict({"max-updates": 7, "sampling": "sandwich"}).max_updates == 7
+
+
+def test_sampling_per_update_is_reproducible() -> None:
+    space = DesignSpace.from_dict(TOY_SPACE)
+    s = TrainSettings()
+    assert [update_configs(s, space, u, None) for u in range(20)] == [update_configs(s, space, u, None)
+                                                                       for u in range(20)]
+    assert len({update_configs(s, space, u, None)[0] for u in range(20)}) > 10
+    sandwich = update_configs(TrainSettings(sampling="sandwich"), space, 3, None)
+    assert sandwich[0] == smallest(space) and sandwich[-1] == largest(space)
+
+
+def test_training_lowers_loss_and_keeps_checkpoints(tmp_path) -> None:
+    trainer = make_trainer(str(tmp_path), max_updates=40)
+    trainer.train(progress=False)
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("update,epoch,lr,train_loss")
+    payload = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert payload["state"]["update"] == 40 and (tmp_path / "checkpoint_best.pt").exists()
+    first, last = rows[1].split(","), rows[-1].split(",")
+    assert float(last[8]) < float(first[8])  # valid loss of the largest SubTransformer fell
+
+
+def test_killed_run_resumes_as_if_never_stopped(tmp_path) -> None:
+    updates = 300
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, str(SCRIPT), str(straight), str(updates), "1"], check=True, env=ENV)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), str(updates), "1"], env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoint_last.pt").exists():
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = load_checkpoint(killed / "checkpoint_last.pt")["state"]["update"]
+    assert 0 < stopped_at < updates, "the kill should land mid-run"
+    subprocess.run([sys.executable, str(SCRIPT), str(killed), str(updates), "1"], check=True, env=ENV)
+    a, b = torch.load(straight / "final_rank0.pt"), torch.load(killed / "final_rank0.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert _same_log(a["log"], b["log"])
+
+
+def _same_log(a: str, b: str) -> bool:
+    """Logs match except the timing columns."""
+    def strip(text: str) -> list[list[str]]:
+        return [[v for i, v in enumerate(r.split(",")) if i not in (5, 6, 10)] for r in text.splitlines()]
+    return strip(a) == strip(b)
+
+
+def test_two_ddp_processes_match_one_process(tmp_path) -> None:
+    """torchrun with 2 gloo ranks == 1 process with twice the update frequency (same total batch).
+
+    Without dropout: one process draws both micro-batches' masks from one RNG stream, two ranks from two.
+    """
+    updates = 6
+    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one"), str(updates), "2", "sandwich", "0"], check=True,
+                   env=ENV)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29533",
+                    str(SCRIPT), str(tmp_path / "two"), str(updates), "1", "sandwich", "0"], check=True, env=ENV,
+                   timeout=300)
+    one = torch.load(tmp_path / "one" / "final_rank0.pt")
+    r0, r1 = (torch.load(tmp_path / "two" / f"final_rank{r}.pt") for r in (0, 1))
+    for key, value in r0["model"].items():
+        assert torch.equal(value, r1["model"][key]), f"ranks differ in {key}"
+        # Adam turns rounding noise on near-zero gradients into steps of up to lr (2e-3): allow half of one
+        torch.testing.assert_close(value, one["model"][key], atol=1e-3, rtol=1e-3)
+    loss_one = [float(r.split(",")[3]) for r in one["log"].splitlines()[1:]]
+    loss_two = [float(r.split(",")[3]) for r in r0["log"].splitlines()[1:]]
+    assert loss_one == pytest.approx(loss_two, rel=1e-4)
