@@ -1,7 +1,7 @@
 """Step 1 of the pipeline: the design space and the SubTransformer configurations in it."""
 
 from dynhat.space.config import HAT_KEYS, SubTransformerConfig
-from dynhat.space.sampling import crossover, from_gene, largest, mutate, sample, smallest, to_gene
+from dynhat.space.sampling import crossover, from_gene, largest, middle, mutate, sample, smallest, to_gene
 from dynhat.space.space import ARBITRARY_ATTENDED, SHIPPED_SPACES, DesignSpace, load_space
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "from_gene",
     "largest",
     "load_space",
+    "middle",
     "mutate",
     "sample",
     "smallest",

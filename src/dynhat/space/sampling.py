@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from dynhat.space.config import DECODER_LISTS, ENCODER_LISTS, SubTransformerConfig
 from dynhat.space.space import DesignSpace
@@ -44,7 +44,7 @@ def sample(space: DesignSpace, rng: random.Random) -> SubTransformerConfig:
     return SubTransformerConfig(**values)  # type: ignore[arg-type]
 
 
-def _extreme(space: DesignSpace, pick: type[min] | type[max]) -> SubTransformerConfig:
+def _pick_each(space: DesignSpace, pick: Callable[[tuple[int, ...]], int]) -> SubTransformerConfig:
     values: dict[str, object] = {}
     for attr, choice_attr, stack in _GENE_LAYOUT:
         if stack is None:
@@ -57,12 +57,17 @@ def _extreme(space: DesignSpace, pick: type[min] | type[max]) -> SubTransformerC
 
 def largest(space: DesignSpace) -> SubTransformerConfig:
     """Every dimension at its largest choice (arbitrary attention to the most encoder layers)."""
-    return _extreme(space, max)
+    return _pick_each(space, max)
 
 
 def smallest(space: DesignSpace) -> SubTransformerConfig:
     """Every dimension at its smallest choice (one decoder layer attending to the last encoder layer)."""
-    return _extreme(space, min)
+    return _pick_each(space, min)
+
+
+def middle(space: DesignSpace) -> SubTransformerConfig:
+    """The middle element of every sorted choice list: a fixed reference between the extremes."""
+    return _pick_each(space, lambda choices: sorted(choices)[len(choices) // 2])
 
 
 def gene_choices(space: DesignSpace) -> list[tuple[int, ...]]:

@@ -1,0 +1,136 @@
+"""Inherited SubTransformer vs its extracted dense model, and the cost of switching.
+
+For HAT's WMT'14 space (vocabulary 32,768) and the CPU-scale space (vocabulary 8,000), the smallest, a middle and
+the largest configuration: latency of encoding a 30-token sentence plus 30 greedy decoding steps under HAT's
+protocol, inherited and dense measured *interleaved run by run* (so machine drift cancels in the ratio), then the
+time of ``set_config`` between two configurations. One thread pinned to one CPU.
+
+    python benchmarks/model_latency.py            # writes the table to docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dynhat.latency.measure import machine_info, pinned, source_tokens, time_translation, trimmed_mean_std
+from dynhat.model import ModelSettings, SuperTransformer, extract
+from dynhat.space import SubTransformerConfig, largest, load_space, middle, smallest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+SECTION = "## Inherited SubTransformer vs extracted dense model, and switching"
+
+
+def interleaved(model: SuperTransformer, config: SubTransformerConfig, runs: int, warmup: int = 5
+                ) -> tuple[float, float]:
+    """Trimmed mean latency (ms) of inherited and dense, alternating which goes first each run."""
+    dense = extract(model, config).eval()
+    src = source_tokens(30, model.settings.vocab_size)
+    times: dict[str, list[float]] = {"inherited": [], "dense": []}
+    runners = {"inherited": (model, config), "dense": (dense, None)}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for m, c in runners.values():
+                time_translation(m, c, src, 30)
+        for i in range(runs):
+            order = ["inherited", "dense"] if i % 2 == 0 else ["dense", "inherited"]
+            for name in order:
+                m, c = runners[name]
+                enc, dec = time_translation(m, c, src, 30)
+                times[name].append((enc + dec) * 1e3)
+    return trimmed_mean_std(times["inherited"])[0], trimmed_mean_std(times["dense"])[0]
+
+
+def switch_times(model: SuperTransformer, a: SubTransformerConfig, b: SubTransformerConfig, n: int = 1000
+                 ) -> tuple[float, float, float]:
+    """(first uncached switch, median, p99) in microseconds."""
+    model._plans.clear()
+    start = time.perf_counter()
+    model.set_config(a)
+    first = (time.perf_counter() - start) * 1e6
+    model.set_config(b)
+    samples = []
+    for i in range(n):
+        target = a if i % 2 == 0 else b
+        start = time.perf_counter()
+        model.set_config(target)
+        samples.append((time.perf_counter() - start) * 1e6)
+    samples.sort()
+    return first, statistics.median(samples), samples[int(0.99 * n) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=300, help="timed runs for the CPU-scale space (HAT: 300)")
+    parser.add_argument("--wmt-runs", type=int, default=60, help="timed runs for the WMT space (large, slow)")
+    parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows, switches = [], []
+    jobs = [("hat-wmt14-en-de", 32768, args.wmt_runs), ("multi30k-cpu", 8000, args.runs)]
+    with pinned(1, [args.cpu]):
+        for name, vocab, runs in jobs:
+            space = load_space(name)
+            model = SuperTransformer(space, ModelSettings(vocab_size=vocab)).eval()
+            configs = {"smallest": smallest(space), "middle": middle(space), "largest": largest(space)}
+            for label, config in tqdm(configs.items(), desc=name, file=sys.stderr):
+                inherited, dense = interleaved(model, config, runs)
+                rows.append((name, label, config.id, runs, inherited, dense, inherited / dense))
+            switches.append((name, *switch_times(model, configs["smallest"], configs["largest"])))
+    table = render(rows, switches, args)
+    print(table)
+    if not args.no_write:
+        write_section(table)
+
+
+def render(rows: list[tuple], switches: list[tuple], args: argparse.Namespace) -> str:
+    info = machine_info()
+    lines = [
+        SECTION, "",
+        f"Command: `python benchmarks/model_latency.py --runs {args.runs} --wmt-runs {args.wmt_runs}` "
+        f"({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']}, "
+        f"1 thread pinned to CPU {args.cpu}).",
+        "",
+        "Latency: encode a 30-token sentence + 30 greedy decoder steps (batch 1, output projection and argmax "
+        "included), HAT's protocol (warm-up, trim fastest and slowest 10%, mean of the rest); inherited and dense "
+        "runs interleaved. Runs: as in the table (fewer for HAT's WMT space, whose largest model takes ~0.3 s).",
+        "",
+        "| space | config | id | runs | inherited (ms) | dense (ms) | inherited / dense |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {s} | {c} | `{i}` | {r} | {a:.2f} | {d:.2f} | {q:.3f} |" for s, c, i, r, a, d, q in rows]
+    lines += ["", "`set_config` between the smallest and largest configuration, 1,000 alternating switches "
+              "(cached views), and the first switch to a configuration never seen before (slicing every tensor):",
+              "", "| space | first (uncached) switch (µs) | median (µs) | p99 (µs) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {s} | {f:.0f} | {m:.1f} | {p:.1f} |" for s, f, m, p in switches]
+    worst = max(r[6] for r in rows)
+    lines += ["", f"Targets: inherited/dense ≤ 1.03 for every configuration (worst here {worst:.3f}); "
+              f"switch p99 ≤ 1 ms (worst here {max(s[3] for s in switches):.1f} µs).", ""]
+    return "\n".join(lines)
+
+
+def write_section(section: str) -> None:
+    from dynhat.io import atomic_write_text
+
+    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n\n"
+    if SECTION in text:
+        head, rest = text.split(SECTION, 1)
+        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(DOCS, text)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

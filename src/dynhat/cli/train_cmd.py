@@ -1,0 +1,59 @@
+"""``dynhat train`` (single process, or under ``torchrun`` for DistributedDataParallel) and ``dynhat data fetch``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    fetch = data.add_parser("fetch", help="download (or copy from a mirror) and verify a dataset")
+    fetch.add_argument("dataset", choices=["multi30k"])
+    fetch.add_argument("--cache-dir", default=None, help="where to keep it (default $DYNHAT_CACHE or ~/.cache/dynhat)")
+    fetch.add_argument("--from", dest="mirror", default=None, help="copy from this local folder instead of the web")
+    fetch.set_defaults(func=_fetch)
+
+    train = sub.add_parser("train", help="train a SuperTransformer (or one fixed SubTransformer) on Multi30k")
+    train.add_argument("--config", default=None, help="training settings YAML (keys of dynhat.train.TrainSettings)")
+    train.add_argument("--run-dir", default="runs/multi30k", help="checkpoints and log; resumed if present")
+    train.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    train.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    train.add_argument("--space", default=None, help="design space name or YAML (default multi30k-cpu)")
+    train.add_argument("--max-updates", type=int, default=None)
+    train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
+    train.add_argument("--sampling", choices=["uniform", "sandwich", "fixed"], default=None)
+    train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
+    train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    train.set_defaults(func=_train)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k
+
+    print(fetch_multi30k(args.cache_dir, args.mirror))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dynhat.train.run import train_multi30k
+    from dynhat.train.settings import TrainSettings
+    from dynhat.train.trainer import init_distributed
+
+    settings = TrainSettings.from_yaml(args.config) if args.config else TrainSettings()
+    overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates,
+                                   "max_minutes": args.max_minutes, "sampling": args.sampling,
+                                   "fixed_config": args.fixed_config, "threads": args.threads}.items()
+                 if v is not None}
+    settings = replace(settings, **overrides)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    init_distributed()
+    trainer = train_multi30k(settings, args.run_dir, args.cache_dir, args.mirror)
+    state = trainer.state
+    if trainer.rank == 0:
+        print(f"stopped at update {state.update} (epoch {state.epoch}) after {state.elapsed_s / 60:.1f} min; "
+              f"best mean validation loss {state.best_valid:.3f} bits/token; checkpoints in {args.run_dir}")
+    return 0
