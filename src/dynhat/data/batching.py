@@ -24,7 +24,7 @@ class Batch:
     indices: list[int]  # positions of these pairs in the corpus
 
 
-def _pad(rows: list[list[int]]) -> Tensor:
+def pad_rows(rows: list[list[int]]) -> Tensor:
     out = torch.full((len(rows), max(len(r) for r in rows)), PAD, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -33,7 +33,7 @@ def _pad(rows: list[list[int]]) -> Tensor:
 
 def collate(src: Sequence[list[int]], tgt: Sequence[list[int]], indices: list[int]) -> Batch:
     target = [[*t, EOS] for t in tgt]
-    return Batch(_pad([[*s, EOS] for s in src]), _pad([[EOS, *t] for t in tgt]), _pad(target),
+    return Batch(pad_rows([[*s, EOS] for s in src]), pad_rows([[EOS, *t] for t in tgt]), pad_rows(target),
                  sum(len(t) for t in target), indices)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from dynhat.io import atomic_write
 from dynhat.model.seq2seq import Seq2SeqModel
-from dynhat.model.supertransformer import SuperTransformer
+from dynhat.model.supertransformer import SuperTransformer, column_major_embedding
 from dynhat.model.weights import (
     AttentionWeights,
     DecoderLayerWeights,
@@ -94,7 +94,7 @@ class DenseTransformer(Seq2SeqModel):
         self.padding_idx, self.eos_idx = spec["padding_idx"], spec["eos_idx"]
         hd, major = spec["head_dims"], spec["heads_major"]
         width = max(c.encoder_embed_dim, c.decoder_embed_dim)
-        self.embed_tokens = nn.Embedding(spec["vocab_size"], width, padding_idx=self.padding_idx)
+        self.embed_tokens = column_major_embedding(spec["vocab_size"], width, self.padding_idx)
         self.encoder_layers = nn.ModuleList(
             DenseEncoderLayer(c.encoder_embed_dim, f, h, hd["encoder"][i], major)
             for i, (f, h) in enumerate(zip(c.encoder_ffn_embed_dim, c.encoder_self_attention_heads, strict=True)))

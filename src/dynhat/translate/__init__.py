@@ -1,0 +1,1 @@
+"""Translation and scoring: beam search, text-to-text translation, BLEU."""
