@@ -50,8 +50,8 @@ def prepare(settings: TrainSettings, train: ParallelCorpus, valid: ParallelCorpu
 
 
 def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelCorpus,
-                  valid: ParallelCorpus) -> Trainer:
-    """A trainer for ``run_dir``, resumed from its last checkpoint when there is one."""
+                  valid: ParallelCorpus) -> tuple[Trainer, Vocabulary]:
+    """A trainer for ``run_dir`` (resumed from its last checkpoint when there is one) and its vocabulary."""
     last = Path(run_dir) / "checkpoint_last.pt"
     vocab = vocab_from_checkpoint(load_checkpoint(last)) if last.exists() else None
     data = prepare(settings, train, valid, vocab)
@@ -66,12 +66,12 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
     trainer = Trainer(settings, load_space(settings.space), len(data.vocab), run_dir, epoch_batches, data.valid,
                       extra_state={"vocab": vocab_to_tensor(data.vocab)})
     trainer.resume()
-    return trainer
+    return trainer, data.vocab
 
 
 def train_multi30k(settings: TrainSettings, run_dir: str | Path, data_root: str | Path | None = None,
                    mirror: str | Path | None = None, progress: bool = True) -> Trainer:
     root = fetch_multi30k(data_root, mirror, progress=progress)
-    trainer = build_trainer(settings, run_dir, load_multi30k("train", root), load_multi30k("val", root))
+    trainer, _ = build_trainer(settings, run_dir, load_multi30k("train", root), load_multi30k("val", root))
     trainer.train(progress=progress)
     return trainer

@@ -38,8 +38,9 @@ def _moses(lines: list[str], lang: str, lowercase: bool, normalise: bool) -> lis
 
 
 def split_compounds(line: str) -> str:
-    """HAT's ``(\\S)-(\\S) -> \\1 ##AT##-##AT## \\2``, applied twice so runs of hyphens are all split."""
-    return _HYPHEN.sub(r"\1 ##AT##-##AT## \2", _HYPHEN.sub(r"\1 ##AT##-##AT## \2", line))
+    """HAT's ``perl -ple 's{(\\S)-(\\S)}{$1 ##AT##-##AT## $2}g'``: one left-to-right pass, as perl does it
+    (so in ``a-b-c`` the second hyphen stays, its left character having been consumed by the first match)."""
+    return _HYPHEN.sub(r"\1 ##AT##-##AT## \2", line)
 
 
 def score(hypotheses: list[str], references: list[str], lang: str = "de") -> BleuScores:

@@ -1,0 +1,61 @@
+"""``dynhat translate`` and ``dynhat evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint (holds model, space and vocabulary)")
+    parser.add_argument("--config", default="largest",
+                        help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids")
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--lenpen", type=float, default=0.6)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    translate = sub.add_parser("translate", help="translate sentences (stdin or a file) with a SubTransformer")
+    _common(translate)
+    translate.add_argument("--input", default="-", help="one sentence a line (default stdin)")
+    translate.set_defaults(func=_translate)
+    evaluate = sub.add_parser("evaluate", help="BLEU (sacreBLEU, Multi30k, HAT conventions) and validation loss")
+    _common(evaluate)
+    evaluate.add_argument("--split", default="test_2016_flickr", help="Multi30k test split")
+    evaluate.add_argument("--cache-dir", default=None)
+    evaluate.add_argument("--from", dest="mirror", default=None)
+    evaluate.add_argument("--output", default=None, help="write the detokenized translations here")
+    evaluate.set_defaults(func=_evaluate)
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from dynhat.translate.evaluate import load_trained, resolve_config
+    from dynhat.translate.translator import Translator
+
+    model, vocab = load_trained(args.checkpoint)
+    config = resolve_config(args.config, model.space)
+    from dynhat.data.corpus import read_lines
+
+    lines = sys.stdin.read().splitlines() if args.input == "-" else read_lines(args.input)
+    for line in Translator(model, vocab, config, beam=args.beam, lenpen=args.lenpen).translate(lines):
+        print(line)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dynhat.data.corpus import write_lines
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.translate.evaluate import evaluate, load_trained, resolve_config
+
+    model, vocab = load_trained(args.checkpoint)
+    config = resolve_config(args.config, model.space)
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
+                      args.beam, args.lenpen)
+    if args.output:
+        write_lines(args.output, result.hypotheses)
+    print(f"config {config.id}  valid loss {result.valid_loss:.3f} bits/token")
+    print(f"BLEU {result.bleu.sacrebleu:.2f}  ({result.bleu.signature})")
+    print(f"BLEU {result.bleu.multi30k:.2f}  (Multi30k convention: lowercased, normalised, Moses-tokenized)")
+    print(f"BLEU {result.bleu.hat:.2f}  (HAT convention: Moses-tokenized, compound-split, cased)")
+    return 0
