@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).parent))
+from docs_section import write_section
+
 from dynhat.latency.measure import machine_info, pinned, source_tokens, time_translation, trimmed_mean_std
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import SubTransformerConfig, largest, load_space, middle, smallest
@@ -89,7 +92,7 @@ def main() -> None:
     table = render(rows, switches, args)
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section(DOCS, SECTION, table, title="# Benchmarks")
 
 
 def render(rows: list[tuple], switches: list[tuple], args: argparse.Namespace) -> str:
@@ -116,19 +119,6 @@ def render(rows: list[tuple], switches: list[tuple], args: argparse.Namespace) -
     lines += ["", f"Targets: inherited/dense ≤ 1.03 for every configuration (worst here {worst:.3f}); "
               f"switch p99 ≤ 1 ms (worst here {max(s[3] for s in switches):.1f} µs).", ""]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    from dynhat.io import atomic_write_text
-
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n\n"
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(DOCS, text)
 
 
 if __name__ == "__main__":

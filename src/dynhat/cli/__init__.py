@@ -26,7 +26,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DynhatError as err:
         print(f"dynhat: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

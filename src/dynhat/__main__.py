@@ -1,0 +1,7 @@
+"""``python -m dynhat``: the same as the ``dynhat`` command."""
+
+import sys
+
+from dynhat.cli import main
+
+sys.exit(main())

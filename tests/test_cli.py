@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import yaml
+
+from dynhat.cli import main
+from dynhat.space import largest, load_space
+
+
+def test_space_info(capsys) -> None:
+    assert main(["space", "info", "hat-wmt14-en-de"]) == 0
+    out = capsys.readouterr().out
+    assert "417,846,678,672,384" in out and "decoder-arbitrary-ende-attn-choice" in out and "qkv-dim" in out
+
+
+def test_config_check_valid_and_invalid(tmp_path, capsys) -> None:
+    config = largest(load_space("multi30k-cpu"))
+    good = tmp_path / "good.yml"
+    config.save_yaml(good)
+    assert main(["config", "check", str(good), "--space", "multi30k-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert config.id in out and "parameters: 13,107,200 total" in out and "multiply-accumulates" in out
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(config.to_dict() | {"decoder-embed-dim-subtransformer": 300}))
+    assert main(["config", "check", str(bad), "--space", "multi30k-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yml" in err and "decoder-embed-dim-subtransformer: 300 is not in the space's choices [256, 192]" in err
+
+
+def test_unknown_space_is_a_clear_error(capsys) -> None:
+    assert main(["space", "info", "nope"]) == 2
+    assert "not a shipped space name" in capsys.readouterr().err
