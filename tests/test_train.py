@@ -112,7 +112,7 @@ def test_two_ddp_processes_match_one_process(tmp_path) -> None:
     updates = 6
     subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one"), str(updates), "2", "sandwich", "0"], check=True,
                    env=ENV)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29533",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                     str(SCRIPT), str(tmp_path / "two"), str(updates), "1", "sandwich", "0"], check=True, env=ENV,
                    timeout=300)
     one = torch.load(tmp_path / "one" / "final_rank0.pt")
