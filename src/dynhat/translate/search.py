@@ -1,72 +1,172 @@
-"""Batched beam search over the incremental decoder (HAT tests WMT with beam 4 and length penalty 0.6).
+"""Batched beam search and greedy search over the incremental decoder.
 
-A hypothesis' score is its summed log-probability divided by ``length ** lenpen`` (length counts the generated
-tokens including eos), as in fairseq. A sentence stops as soon as it has ``beam`` finished hypotheses (fairseq's
-default early stopping). The output may be at most ``max_len_a * source length + max_len_b`` tokens; eos is forced
-at that limit. The configuration travels with every model call, so concurrent searches on one model are safe.
+Conventions follow fairseq, which HAT uses to test WMT (beam 4, length penalty 0.6):
+
+- Decoding starts from eos. A hypothesis' score is its summed log-probability divided by ``length ** lenpen``,
+  where ``length`` counts the generated tokens including the final eos.
+- A hypothesis may hold at most ``max_len = int(max_len_a * src_len + max_len_b)`` tokens before its eos, where
+  ``src_len`` counts the sentence's own source tokens (eos included, padding not): eos is forced at that step.
+  fairseq 0.8 uses the padded batch width instead, which makes a sentence's output depend on its batch-mates; the
+  per-sentence length keeps results independent of batching. The defaults (1.2, 10) suit Multi30k's short captions:
+  room for targets longer than their sources (German runs longer than English) without runaway outputs.
+  ``max_len`` is also capped by the decoder's positional table (at ``max_positions - 1``, as in fairseq).
+- pad and bos are never generated; ``unk_penalty`` is subtracted from unk's log-probability (``math.inf`` forbids it).
+- Early stopping is fairseq's default: a sentence is finished once it has ``beam`` finished hypotheses, even if an
+  active one could still overtake them. Only eos candidates ranked within the top ``beam`` finish a hypothesis;
+  the best ``beam`` non-eos candidates stay active.
+
+The configuration travels with every model call (never ``set_config``), so concurrent searches running different
+SubTransformers on one model do not interfere. Finished sentences leave the batch, so a long output does not
+keep its batch-mates' rows computing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from dynhat.model.functional import DecoderState
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
 
-BOS = 0
+# Special ids are fairseq's; the model knows pad and eos, these two are fixed by the vocabulary convention.
+BOS, UNK = 0, 3
+DEFAULT_MAX_LEN_A = 1.2
+DEFAULT_MAX_LEN_B = 10
 
 
 @dataclass(frozen=True)
 class Hypothesis:
-    tokens: list[int]  # without the final eos
-    score: float  # length-normalised log-probability
+    tokens: list[int]  # generated ids without the final eos
+    score: float  # summed log-probability (eos included) / (len(tokens) + 1) ** lenpen
+
+
+def max_lengths(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None, max_len_a: float,
+                max_len_b: float) -> Tensor:
+    """Per-sentence limit on tokens before eos [B], within what the decoder's positions can number."""
+    pad = model.padding_idx
+    # Step t reads position pad + 1 + t and the last step is t = max_len.
+    capacity = model.weights(config).decoder_positions.shape[0] - pad - 2
+    src_len = src_tokens.ne(pad).sum(dim=1).double()
+    return (max_len_a * src_len + max_len_b).floor().long().clamp(0, capacity)
+
+
+def _next_log_probs(model: Seq2SeqModel, tokens: Tensor, state: DecoderState, config: SubTransformerConfig | None,
+                    forced: Tensor, unk_penalty: float) -> Tensor:
+    """Log-probabilities [N, V] of the next token, with the search's constraints applied (rows in ``forced`` may
+    only end)."""
+    lprobs = torch.log_softmax(model.decode_step(tokens, state, config).float(), dim=-1)
+    lprobs[:, [BOS, model.padding_idx]] = -math.inf
+    lprobs[:, UNK] -= unk_penalty
+    eos = model.eos_idx
+    lprobs[forced, :eos] = -math.inf
+    lprobs[forced, eos + 1 :] = -math.inf
+    return lprobs
+
+
+def _start(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None, rows_per_sentence: int,
+           max_len_a: float, max_len_b: float) -> tuple[DecoderState, Tensor]:
+    """Decoder state with ``rows_per_sentence`` copies of each sentence, and the sentences' length limits.
+
+    The state is expanded rather than the encoder output: encoder-decoder keys and values are then projected once
+    per sentence instead of once per beam row.
+    """
+    if model.training:
+        raise ValueError("search needs the model in eval mode (model.eval()): the encoder would apply dropout")
+    state = model.init_state(model.encode(src_tokens, config), config)
+    if rows_per_sentence > 1:
+        rows = torch.arange(src_tokens.shape[0], device=src_tokens.device).repeat_interleave(rows_per_sentence)
+        state.reorder(rows)
+    return state, max_lengths(model, src_tokens, config, max_len_a, max_len_b)
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None = None, beam: int = 4,
-                lenpen: float = 0.6, max_len_a: float = 1.2, max_len_b: int = 10) -> list[Hypothesis]:
-    """Best hypothesis for each row of ``src_tokens`` [B, S] (eos-terminated, right-padded)."""
-    pad, eos = model.padding_idx, model.eos_idx
-    bsz = src_tokens.shape[0]
-    src_len = src_tokens.ne(pad).sum(dim=1)
-    max_len = (max_len_a * src_len.float() + max_len_b).long().clamp(min=1)  # per sentence
-    rows = torch.arange(bsz).repeat_interleave(beam)
-    state = model.init_state(model.encode(src_tokens, config).reorder(rows), config)
-    tokens = torch.full((bsz * beam,), eos, dtype=torch.long)
-    scores = torch.full((bsz, beam), float("-inf"))
-    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat candidates
-    history = torch.empty(bsz * beam, 0, dtype=torch.long)
-    finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
-    done = torch.zeros(bsz, dtype=torch.bool)
-    for step in range(int(max_len.max())):
-        lprobs = torch.log_softmax(model.decode_step(tokens, state, config).float(), dim=-1)
-        lprobs[:, pad] = lprobs[:, BOS] = float("-inf")
-        at_limit = (max_len.repeat_interleave(beam) - 1) <= step
-        lprobs[at_limit] = torch.where(torch.arange(lprobs.shape[1]) == eos, lprobs[at_limit], float("-inf"))
-        vocab = lprobs.shape[1]
-        cand = (scores.unsqueeze(-1) + lprobs.view(bsz, beam, vocab)).view(bsz, -1)
-        top_scores, top_idx = cand.topk(2 * beam, dim=1)
-        top_beam, top_token = top_idx // vocab, top_idx % vocab
-        is_eos = top_token.eq(eos)
-        for b in range(bsz):
-            if done[b]:
-                continue
-            for rank in range(beam):
-                if is_eos[b, rank] and top_scores[b, rank] > float("-inf"):
-                    prefix = history[b * beam + top_beam[b, rank]].tolist()
-                    normalised = float(top_scores[b, rank]) / (step + 1) ** lenpen
-                    finished[b].append(Hypothesis(prefix, normalised))
-            if len(finished[b]) >= beam or step + 1 >= int(max_len[b]):
-                done[b] = True
-        if bool(done.all()):
+def greedy_search(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None = None,
+                  lenpen: float = 0.6, max_len_a: float = DEFAULT_MAX_LEN_A, max_len_b: float = DEFAULT_MAX_LEN_B,
+                  unk_penalty: float = 0.0) -> list[Hypothesis]:
+    """Arg-max decoding of ``src_tokens`` [B, S] (eos-terminated, right-padded): the same result as beam 1,
+    without the beam's bookkeeping. Scores are normalised as beam search's are."""
+    state, limits = _start(model, src_tokens, config, 1, max_len_a, max_len_b)
+    device = src_tokens.device
+    alive = torch.arange(src_tokens.shape[0], device=device)  # sentence of each running row
+    tokens = torch.full_like(alive, model.eos_idx)
+    scores = torch.zeros(alive.shape[0], device=device)
+    history = torch.empty(alive.shape[0], 0, dtype=torch.long, device=device)
+    out: list[Hypothesis | None] = [None] * src_tokens.shape[0]
+    for step in range(int(limits.max()) + 1):
+        lprobs = _next_log_probs(model, tokens, state, config, limits[alive] <= step, unk_penalty)
+        best, tokens = lprobs.max(dim=-1)
+        scores = scores + best
+        ended = tokens.eq(model.eos_idx)
+        for row in ended.nonzero().squeeze(1).tolist():
+            out[int(alive[row])] = Hypothesis(history[row].tolist(), float(scores[row]) / (step + 1) ** lenpen)
+        if bool(ended.all()):
             break
-        keep_scores, keep = top_scores.masked_fill(is_eos, float("-inf")).topk(beam, dim=1)
-        order = (torch.arange(bsz).unsqueeze(1) * beam + top_beam.gather(1, keep)).view(-1)
-        tokens = top_token.gather(1, keep).view(-1)
-        scores = keep_scores
+        if bool(ended.any()):
+            keep = (~ended).nonzero().squeeze(1)
+            state.reorder(keep)
+            alive, tokens, scores, history = alive[keep], tokens[keep], scores[keep], history[keep]
+        history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
+    return out  # type: ignore[return-value]  # every row ends by its limit
+
+
+@torch.inference_mode()
+def beam_search_nbest(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None = None,
+                      beam: int = 4, lenpen: float = 0.6, max_len_a: float = DEFAULT_MAX_LEN_A,
+                      max_len_b: float = DEFAULT_MAX_LEN_B, unk_penalty: float = 0.0,
+                      nbest: int | None = None) -> list[list[Hypothesis]]:
+    """Up to ``nbest`` (default ``beam``) finished hypotheses per row of ``src_tokens`` [B, S] (eos-terminated,
+    right-padded), best first."""
+    if beam < 1:
+        raise ValueError(f"beam must be at least 1, got {beam}")
+    state, limits = _start(model, src_tokens, config, beam, max_len_a, max_len_b)
+    device, eos = src_tokens.device, model.eos_idx
+    alive = torch.arange(src_tokens.shape[0], device=device)  # sentence of each running group of beam rows
+    tokens = torch.full((alive.shape[0] * beam,), eos, dtype=torch.long, device=device)
+    # The beam rows of a sentence start identical: only the first may extend at step 0, or candidates repeat.
+    scores = torch.full((alive.shape[0], beam), -math.inf, device=device)
+    scores[:, 0] = 0.0
+    history = torch.empty(tokens.shape[0], 0, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(src_tokens.shape[0])]
+    full = torch.zeros(len(finished), dtype=torch.bool, device=device)  # sentences with beam finished hypotheses
+    for step in range(int(limits.max()) + 1):
+        n = alive.shape[0]
+        forced = (limits[alive] <= step).repeat_interleave(beam)
+        lprobs = _next_log_probs(model, tokens, state, config, forced, unk_penalty)
+        vocab = lprobs.shape[1]
+        candidates = (scores.unsqueeze(2) + lprobs.view(n, beam, vocab)).view(n, beam * vocab)
+        # 2 x beam candidates hold at most beam eos ones, so at least beam can continue.
+        top_scores, top_index = candidates.topk(2 * beam, dim=1)
+        top_row, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token.eq(eos)
+        ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()
+        if bool(ends.any()):
+            sentences = alive.tolist()
+            for i, rank in ends.nonzero().tolist():
+                hyps = finished[sentences[i]]
+                if len(hyps) < beam:
+                    prefix = history[i * beam + int(top_row[i, rank])].tolist()
+                    hyps.append(Hypothesis(prefix, float(top_scores[i, rank]) / (step + 1) ** lenpen))
+            full = torch.tensor([len(finished[s]) >= beam for s in range(len(finished))], device=device)
+        scores, keep_rank = top_scores.masked_fill(is_eos, -math.inf).topk(beam, dim=1)
+        running = ~full[alive] & (limits[alive] > step) & scores[:, 0].isfinite()
+        if not bool(running.any()):
+            break
+        order = (torch.arange(n, device=device).unsqueeze(1) * beam + top_row.gather(1, keep_rank))[running].view(-1)
+        tokens = top_token.gather(1, keep_rank)[running].view(-1)
+        scores, alive = scores[running], alive[running]
         history = torch.cat([history[order], tokens.unsqueeze(1)], dim=1)
         state.reorder(order)
-    return [max(hyps, key=lambda h: h.score) for hyps in finished]
+    keep = beam if nbest is None else nbest
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:keep] for hyps in finished]
+
+
+def beam_search(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None = None, beam: int = 4,
+                lenpen: float = 0.6, max_len_a: float = DEFAULT_MAX_LEN_A, max_len_b: float = DEFAULT_MAX_LEN_B,
+                unk_penalty: float = 0.0) -> list[Hypothesis]:
+    """The best hypothesis for each row of ``src_tokens`` [B, S] (eos-terminated, right-padded)."""
+    return [hyps[0] for hyps in beam_search_nbest(model, src_tokens, config, beam, lenpen, max_len_a, max_len_b,
+                                                  unk_penalty, nbest=1)]
