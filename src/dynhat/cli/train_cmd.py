@@ -1,4 +1,4 @@
-"""``dynhat train`` (single process, or under ``torchrun`` for DistributedDataParallel) and ``dynhat data fetch``."""
+"""``dynhat train`` (single process, or under ``torchrun`` for DistributedDataParallel)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,6 @@ from dataclasses import replace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
-    fetch = data.add_parser("fetch", help="download (or copy from a mirror) and verify a dataset")
-    fetch.add_argument("dataset", choices=["multi30k"])
-    fetch.add_argument("--cache-dir", default=None, help="where to keep it (default $DYNHAT_CACHE or ~/.cache/dynhat)")
-    fetch.add_argument("--from", dest="mirror", default=None, help="copy from this local folder instead of the web")
-    fetch.set_defaults(func=_fetch)
-
     train = sub.add_parser("train", help="train a SuperTransformer (or one fixed SubTransformer) on Multi30k")
     train.add_argument("--config", default=None, help="training settings YAML (keys of dynhat.train.TrainSettings)")
     train.add_argument("--run-dir", default="runs/multi30k", help="checkpoints and log; resumed if present")
@@ -26,13 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
     train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     train.set_defaults(func=_train)
-
-
-def _fetch(args: argparse.Namespace) -> int:
-    from dynhat.data.fetch import fetch_multi30k
-
-    print(fetch_multi30k(args.cache_dir, args.mirror))
-    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

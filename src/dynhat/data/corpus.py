@@ -1,88 +1,149 @@
-"""Parallel corpora from plain text (one sentence a line, optionally gzipped) or tab-separated pairs.
+"""Parallel corpora: two line-aligned text files (optionally gzipped) or one file of tab-separated pairs.
 
-Every problem is reported with the file, the line and what is wrong, before anything is used or written.
+A misaligned corpus trains a model that looks fine and translates badly, so every check runs before anything is
+used, and each error names the file, the line and what is wrong there.
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynhat.errors import DataError
 from dynhat.io import atomic_write
 
+_BOM = "\ufeff"
+
 
 @dataclass(frozen=True)
 class ParallelCorpus:
+    """Sentence pairs kept as two aligned lists, the shape tokenizers and batchers consume."""
+
     src: list[str]
     tgt: list[str]
     src_lang: str
     tgt_lang: str
     name: str
 
+    def __post_init__(self) -> None:
+        if len(self.src) != len(self.tgt):
+            raise DataError(f"corpus {self.name!r}: {len(self.src)} source but {len(self.tgt)} target sentences")
+
     def __len__(self) -> int:
         return len(self.src)
 
 
+def _is_gzip(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
 def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` decompressed), without line ends; errors name the file and line."""
+    """All lines of a UTF-8 file (``.gz`` decompressed), without line ends.
+
+    Lines are split on ``\\n`` only (a trailing ``\\r`` is dropped): ``str.splitlines`` would also split on
+    characters such as U+2028 inside a sentence and silently shift the alignment of every later line.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: not a readable gzip file ({err})") from None
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
+        raw = path.read_bytes()
+        if _is_gzip(path):
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        what = "not a readable gzip file" if _is_gzip(path) else "cannot be read"
+        raise DataError(f"{path}: {what} ({err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        number = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
+        where = "of the decompressed file" if _is_gzip(path) else "of the file"
+        bad = raw[err.start:err.end]
+        raise DataError(f"{path}: line {number}: undecodable bytes at byte {column} of the line (byte {err.start} "
+                        f"{where}): {bad!r} is not valid UTF-8") from None
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+    lines = text.split("\n")
+    if lines[-1] == "":
         lines.pop()
     if not lines:
         raise DataError(f"{path}: file is empty")
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: line {number}: undecodable bytes at byte {err.start} of the line "
-                            f"({line[err.start:err.start + 4]!r}); expected UTF-8") from None
-    return out
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _check_nonempty(lines: list[str], path: Path) -> None:
+def _first_empty(lines: Sequence[str], path: Path) -> None:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
-            raise DataError(f"{path}: line {number}: empty sentence")
+            raise DataError(f"{path}: line {number}: empty sentence (every line must hold one sentence)")
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path, src_lang: str = "en", tgt_lang: str = "de",
                   name: str | None = None) -> ParallelCorpus:
+    """A corpus from two line-aligned files; ``name`` defaults to the source file name up to its first dot."""
     src_path, tgt_path = Path(src_path), Path(tgt_path)
     src, tgt = read_lines(src_path), read_lines(tgt_path)
+    _first_empty(src, src_path)
+    _first_empty(tgt, tgt_path)
     if len(src) != len(tgt):
-        raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
-    _check_nonempty(src, src_path)
-    _check_nonempty(tgt, tgt_path)
+        raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                        "the two sides must have one sentence per line, in the same order")
     return ParallelCorpus(src, tgt, src_lang, tgt_lang, name or src_path.name.split(".")[0])
 
 
-def read_tsv(path: str | Path, src_lang: str = "en", tgt_lang: str = "de") -> ParallelCorpus:
-    """One pair a line, source and target separated by exactly one tab."""
+def read_tsv(path: str | Path, src_lang: str = "en", tgt_lang: str = "de", name: str | None = None) -> ParallelCorpus:
+    """A corpus from one file with one ``source<TAB>target`` pair a line."""
     path = Path(path)
-    src, tgt = [], []
+    src: list[str] = []
+    tgt: list[str] = []
     for number, line in enumerate(read_lines(path), start=1):
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise DataError(f"{path}: line {number}: expected 'source<TAB>target', found {len(parts) - 1} tabs")
-        if not parts[0].strip() or not parts[1].strip():
-            raise DataError(f"{path}: line {number}: empty {'source' if not parts[0].strip() else 'target'}")
-        src.append(parts[0])
-        tgt.append(parts[1])
-    return ParallelCorpus(src, tgt, src_lang, tgt_lang, path.name.split(".")[0])
+        tabs = line.count("\t")
+        if tabs != 1:
+            raise DataError(f"{path}: line {number}: expected 'source<TAB>target', found {tabs} tabs")
+        left, right = line.split("\t")
+        for side, text in (("source", left), ("target", right)):
+            if not text.strip():
+                raise DataError(f"{path}: line {number}: empty {side} sentence")
+        src.append(left)
+        tgt.append(right)
+    return ParallelCorpus(src, tgt, src_lang, tgt_lang, name or path.name.split(".")[0])
 
 
-def write_lines(path: str | Path, lines: list[str]) -> None:
-    """Atomic: a reader never sees half a file."""
+def _encode_lines(path: Path, lines: Sequence[str], forbidden: str = "\n") -> bytes:
+    for index, line in enumerate(lines):
+        for char in forbidden:
+            if char in line:
+                raise DataError(f"{path}: line {index + 1} to write contains {char!r}, which would break the "
+                                "one-sentence-per-line alignment")
     data = "".join(f"{line}\n" for line in lines).encode("utf-8")
-    atomic_write(path, lambda handle: handle.write(gzip.compress(data, mtime=0) if str(path).endswith(".gz")
-                                                   else data))
+    # mtime=0: the same lines give the same bytes, so checksums of written files are reproducible.
+    return gzip.compress(data, mtime=0) if _is_gzip(path) else data
+
+
+def write_lines(path: str | Path, lines: Sequence[str]) -> None:
+    """Write one line per item (gzipped for ``.gz``), atomically, so a reader never sees half a file."""
+    path = Path(path)
+    data = _encode_lines(path, lines)
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def write_parallel(corpus: ParallelCorpus, src_path: str | Path, tgt_path: str | Path) -> None:
+    """Write both sides; each file is replaced atomically, and both are checked before either is written."""
+    src_path, tgt_path = Path(src_path), Path(tgt_path)
+    src, tgt = _encode_lines(src_path, corpus.src), _encode_lines(tgt_path, corpus.tgt)
+    atomic_write(src_path, lambda handle: handle.write(src))
+    atomic_write(tgt_path, lambda handle: handle.write(tgt))
+
+
+def write_tsv(corpus: ParallelCorpus, path: str | Path) -> None:
+    """Write ``source<TAB>target`` pairs atomically; a sentence holding a tab is refused (unreadable later)."""
+    path = Path(path)
+    _encode_lines(path, corpus.src, "\n\t")
+    _encode_lines(path, corpus.tgt, "\n\t")
+    data = _encode_lines(path, [f"{s}\t{t}" for s, t in zip(corpus.src, corpus.tgt, strict=True)])
+    atomic_write(path, lambda handle: handle.write(data))
