@@ -1,0 +1,367 @@
+"""Latency datasets measured on this machine, without the drift that HAT's tables carry.
+
+HAT measured its 2,000 configurations in sampling order on a machine whose speed wandered during the run; about
+half of its predictors' error is that drift (docs/latency.md). Here:
+
+* the configurations are measured in random order (HAT's seeded uniform sampling, optionally reshuffled), so a
+  slow spell never lines up with one part of the space;
+* a fixed reference configuration is probed every ``probe_every`` measurements (and first and last), and each row
+  is divided by the reference's relative speed at that moment (linear between the probes around it);
+* every row is appended (flushed and fsynced) as soon as it is measured: a killed collection keeps all finished rows
+  and resumes with the next configuration;
+* a sidecar ``<csv>.json`` records the machine, thread count, space and protocol; appending to, or fitting on,
+  rows from another machine, thread count or protocol is refused.
+
+The CSV keeps the full configuration (HAT's YAML keys, as JSON) so that per-layer features can be computed; it can
+be exported in HAT's 10-feature layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dynhat.errors import ConfigError, DataError
+from dynhat.io import atomic_write_text
+from dynhat.latency.features import HAT_FEATURES, hat_features, layer_feature_names, layer_features
+from dynhat.latency.measure import LatencyResult, machine_info, measure_latency
+from dynhat.latency.table import LatencyTable, write_hat_csv
+from dynhat.model.seq2seq import Seq2SeqModel
+from dynhat.model.supertransformer import ModelSettings, SuperTransformer
+from dynhat.space import DesignSpace, SubTransformerConfig, load_space
+from dynhat.space.sampling import largest, middle, sample, smallest
+
+FORMAT = "dynhat-latency-collection"
+FORMAT_VERSION = 1
+COLUMNS = ("row", "kind", "id", "encoder_ms", "decoder_ms", "encoder_std_ms", "decoder_std_ms", "elapsed_s",
+           "config")
+SAMPLE, PROBE = "sample", "probe"
+#: Machine facts that must agree between rows that go into one fit.
+MACHINE_KEYS = ("cpu", "logical_cores", "torch")
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """What a collection measures and how; everything but ``configs`` must match to append to a CSV."""
+
+    space: str = "multi30k-cpu"
+    configs: int = 150  # about 4 minutes of this 2-core machine at one thread; HAT used 2,000
+    seed: int = 0  # which configurations
+    order_seed: int | None = None  # reshuffle the measurement order (default: sampling order)
+    runs: int = 20  # HAT's latiter for its datasets; the 300 of the paper is for single models
+    warmup: int = 5
+    threads: int = 1
+    src_len: int = 30
+    tgt_len: int = 30
+    beam: int = 4
+    probe_every: int = 10
+    reference: str = "middle"  # largest, smallest, middle or a SubTransformer YAML
+    vocab_size: int = 8000
+
+    def __post_init__(self) -> None:
+        for name in ("configs", "runs", "threads", "src_len", "tgt_len", "beam", "probe_every", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if self.warmup < 0:
+            raise ConfigError(f"must be at least 0, got {self.warmup}", field="warmup")
+
+    def protocol(self) -> dict[str, Any]:
+        """The settings rows must share to be comparable (all but how many configurations and which)."""
+        skip = {"configs", "seed", "order_seed"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+@dataclass(frozen=True)
+class Row:
+    row: int
+    kind: str
+    config: SubTransformerConfig
+    encoder_ms: float
+    decoder_ms: float
+    encoder_std_ms: float
+    decoder_std_ms: float
+    elapsed_s: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.encoder_ms + self.decoder_ms
+
+    def to_csv(self) -> list[str]:
+        return [str(self.row), self.kind, self.config.id, f"{self.encoder_ms:.5f}", f"{self.decoder_ms:.5f}",
+                f"{self.encoder_std_ms:.5f}", f"{self.decoder_std_ms:.5f}", f"{self.elapsed_s:.2f}",
+                json.dumps(self.config.to_dict(), separators=(",", ":"))]
+
+
+def reference_config(name: str, space: DesignSpace) -> SubTransformerConfig:
+    picks = {"largest": largest, "smallest": smallest, "middle": middle}
+    if name in picks:
+        return picks[name](space)
+    return SubTransformerConfig.from_yaml(name).validate(space, source=name)
+
+
+def planned_configs(space: DesignSpace, count: int, seed: int, order_seed: int | None = None
+                    ) -> list[SubTransformerConfig]:
+    """The first ``count`` distinct configurations of HAT's uniform sampling with ``seed``.
+
+    Sampling order is already random, and a larger ``count`` extends the same list (so a collection can grow).
+    ``order_seed`` shuffles the measurement order, to measure the same configurations again in another order.
+    """
+    rng = random.Random(seed)
+    chosen: dict[str, SubTransformerConfig] = {}
+    attempts = 0
+    while len(chosen) < count:
+        config = sample(space, rng)
+        chosen.setdefault(config.id, config)
+        attempts += 1
+        if attempts > 100 * count:
+            raise ConfigError(f"the space {space.name!r} has fewer than {count} distinct configurations",
+                              field="configs")
+    order = list(chosen.values())
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(order)
+    return order
+
+
+# ----------------------------------------------------------------------------------------------------- files
+def sidecar_path(csv_path: str | Path) -> Path:
+    return Path(f"{csv_path}.json")
+
+
+def _sidecar(settings: CollectSettings) -> dict[str, Any]:
+    machine = machine_info()
+    return {"format": FORMAT, "version": FORMAT_VERSION, "protocol": settings.protocol(),
+            "machine": {k: machine[k] for k in MACHINE_KEYS}}
+
+
+def read_sidecar(csv_path: str | Path) -> dict[str, Any]:
+    path = sidecar_path(csv_path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; a dynhat latency collection keeps its machine and protocol there")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path}: not a dynhat latency collection sidecar (format {FORMAT!r} expected)")
+    if meta.get("version") != FORMAT_VERSION:
+        raise DataError(f"{path}: version {meta.get('version')}, this dynhat reads {FORMAT_VERSION}")
+    return meta
+
+
+def _mismatch(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for part in ("machine", "protocol"):
+        for key in sorted(set(a[part]) | set(b[part])):
+            if a[part].get(key) != b[part].get(key):
+                out.append(f"{part}.{key}: {a[part].get(key)!r} vs {b[part].get(key)!r}")
+    return out
+
+
+def read_rows(csv_path: str | Path, space: DesignSpace | None = None) -> list[Row]:
+    """The complete rows of a collection CSV; a torn last line (a kill mid-write) is ignored."""
+    path = Path(csv_path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None or tuple(header) != COLUMNS:
+        raise DataError(f"{path}: line 1: header {header}, expected {list(COLUMNS)}")
+    rows = []
+    for number, values in enumerate(reader, start=2):
+        if len(values) != len(COLUMNS):
+            raise DataError(f"{path}: line {number}: {len(values)} columns, expected {len(COLUMNS)}")
+        record = dict(zip(COLUMNS, values, strict=True))
+        try:
+            config = SubTransformerConfig.from_dict(json.loads(record["config"]), source=f"{path}:{number}")
+            numbers = {k: float(record[k]) for k in COLUMNS[3:8]}
+            index = int(record["row"])
+        except (ValueError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: line {number}: {err}") from None
+        if record["kind"] not in (SAMPLE, PROBE):
+            raise DataError(f"{path}: line {number}: column kind is {record['kind']!r}, expected sample or probe")
+        if space is not None:
+            config.validate(space, source=f"{path}:{number}")
+        rows.append(Row(index, record["kind"], config, **numbers))
+    return rows
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+# ------------------------------------------------------------------------------------------------- collecting
+def collect(settings: CollectSettings, out: str | Path, model: Seq2SeqModel | None = None,
+            progress: bool = True) -> list[Row]:
+    """Measure ``settings.configs`` SubTransformers (resuming ``out`` if it exists); returns every row."""
+    out = Path(out)
+    space = load_space(settings.space)
+    meta = _sidecar(settings)
+    rows: list[Row] = []
+    if out.exists():
+        problems = _mismatch(read_sidecar(out), meta)
+        if problems:
+            raise DataError(f"{out}: measured under other conditions, refusing to append ({'; '.join(problems)}); "
+                            "write a new file")
+        _truncate_torn_tail(out)
+        rows = read_rows(out, space)
+    else:
+        atomic_write_text(sidecar_path(out), json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(out, ",".join(COLUMNS) + "\n")
+    done = {r.config.id for r in rows if r.kind == SAMPLE}
+    todo = [c for c in planned_configs(space, settings.configs, settings.seed, settings.order_seed)
+            if c.id not in done]
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the values of the weights do not change the latency
+            model = SuperTransformer(space, ModelSettings(vocab_size=settings.vocab_size))
+    reference = reference_config(settings.reference, space)
+    since_probe = 0
+    for r in reversed(rows):
+        if r.kind == PROBE:
+            break
+        since_probe += 1
+    start = time.perf_counter() - (rows[-1].elapsed_s if rows else 0.0)
+    with out.open("a", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+
+        def record(kind: str, config: SubTransformerConfig) -> None:
+            result = measure(model, config, settings)
+            row = Row(len(rows), kind, config, result.encoder_ms, result.decoder_ms, result.encoder_std_ms,
+                      result.decoder_std_ms, time.perf_counter() - start)
+            writer.writerow(row.to_csv())
+            handle.flush()
+            os.fsync(handle.fileno())
+            rows.append(row)
+
+        if todo and (not rows or since_probe > 0):
+            record(PROBE, reference)
+            since_probe = 0
+        for config in tqdm(todo, desc="latency", unit="cfg", disable=not progress, dynamic_ncols=True):
+            if since_probe >= settings.probe_every:
+                record(PROBE, reference)
+                since_probe = 0
+            record(SAMPLE, config)
+            since_probe += 1
+        if since_probe > 0:
+            record(PROBE, reference)
+    return read_rows(out, space)  # as stored (rounded to the file's precision)
+
+
+def measure(model: Seq2SeqModel, config: SubTransformerConfig, settings: CollectSettings) -> LatencyResult:
+    return measure_latency(model, config, src_len=settings.src_len, tgt_len=settings.tgt_len, beam=settings.beam,
+                           runs=settings.runs, warmup=settings.warmup, threads=settings.threads)
+
+
+# ------------------------------------------------------------------------------------------------- drift
+@dataclass(frozen=True)
+class Drift:
+    """The reference's speed over the collection, relative to its median (1.0 = typical, 1.1 = 10% slower)."""
+
+    probe_rows: np.ndarray
+    probe_factors: np.ndarray
+    reference_ms: float
+
+    def factor(self, row: int | np.ndarray) -> np.ndarray:
+        return np.interp(row, self.probe_rows, self.probe_factors)
+
+    def summary(self) -> dict[str, float]:
+        f = self.probe_factors
+        return {"probes": len(f), "reference_ms": self.reference_ms, "min": float(f.min()),
+                "max": float(f.max()), "spread_pct": float(100 * (f.max() - f.min())),
+                "cv_pct": float(100 * f.std() / f.mean())}
+
+
+def drift_of(rows: Sequence[Row], source: str = "") -> Drift:
+    probes = [r for r in rows if r.kind == PROBE]
+    if not probes:
+        raise DataError(f"{source or 'collection'}: no reference probes, so drift cannot be measured")
+    totals = np.array([p.total_ms for p in probes])
+    reference = float(np.median(totals))
+    return Drift(np.array([p.row for p in probes], dtype=np.float64), totals / reference, reference)
+
+
+@dataclass
+class Collection:
+    """One or more collection CSVs from the same machine, threads and protocol."""
+
+    rows: list[Row]
+    meta: dict[str, Any]
+    space: DesignSpace
+    source: str
+    drifts: list[Drift]
+    corrections: np.ndarray  # per sample row: the drift factor it was divided by
+
+    @property
+    def samples(self) -> list[Row]:
+        return [r for r in self.rows if r.kind == SAMPLE]
+
+    def table(self, features: str = "layer", corrected: bool = True) -> LatencyTable:
+        """Sample rows as a ``LatencyTable`` with per-layer (``layer``) or HAT's 10 (``hat``) features."""
+        samples = self.samples
+        if features == "layer":
+            names = layer_feature_names(self.space)
+            x = [layer_features(r.config, self.space, src_len=self.meta["protocol"]["src_len"],
+                                tgt_len=self.meta["protocol"]["tgt_len"],
+                                vocab=self.meta["protocol"]["vocab_size"]) for r in samples]
+        elif features == "hat":
+            names, x = HAT_FEATURES, [hat_features(r.config) for r in samples]
+        else:
+            raise ConfigError(f"unknown features {features!r}; expected layer or hat", field="features")
+        scale = self.corrections if corrected else np.ones(len(samples))
+        return LatencyTable(np.asarray(x, dtype=np.float64).reshape(len(samples), len(names)),
+                            np.array([r.encoder_ms for r in samples]) / scale,
+                            np.array([r.decoder_ms for r in samples]) / scale,
+                            np.array([r.encoder_std_ms for r in samples]) / scale,
+                            np.array([r.decoder_std_ms for r in samples]) / scale, self.source, tuple(names))
+
+    def corrected_ms(self) -> dict[str, float]:
+        """Drift-corrected total latency of each sampled configuration (by id; the mean if measured twice)."""
+        values: dict[str, list[float]] = {}
+        for row, factor in zip(self.samples, self.corrections, strict=True):
+            values.setdefault(row.config.id, []).append(row.total_ms / factor)
+        return {k: float(np.mean(v)) for k, v in values.items()}
+
+    def export_hat_csv(self, path: str | Path, corrected: bool = True) -> None:
+        write_hat_csv(path, self.table("hat", corrected))
+
+
+def load_collection(paths: str | Path | Sequence[str | Path]) -> Collection:
+    """Read collection CSVs, refusing to mix machines, thread counts or protocols; drift-correct each file."""
+    paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no latency collection given")
+    meta = read_sidecar(paths[0])
+    space = load_space(meta["protocol"]["space"])
+    rows: list[Row] = []
+    drifts, corrections = [], []
+    for path in paths:
+        other = read_sidecar(path)
+        problems = _mismatch(meta, other)
+        if problems:
+            raise DataError(f"{path}: measured under other conditions than {paths[0]}, refusing to mix them in one "
+                            f"fit ({'; '.join(problems)})")
+        file_rows = read_rows(path, space)
+        drift = drift_of(file_rows, str(path))
+        drifts.append(drift)
+        samples = [r for r in file_rows if r.kind == SAMPLE]
+        corrections.append(drift.factor(np.array([r.row for r in samples], dtype=np.float64)))
+        rows += file_rows
+    return Collection(rows, meta, space, ",".join(str(p) for p in paths), drifts,
+                      np.concatenate(corrections) if corrections else np.zeros(0))
+

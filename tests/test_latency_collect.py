@@ -1,0 +1,146 @@
+"""Latency collection on this machine: rows, probes, resume after a kill, refusal to mix, drift correction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers.toy_train import TOY_SPACE
+
+from dynhat.errors import DataError
+from dynhat.latency.collect import (
+    PROBE,
+    SAMPLE,
+    CollectSettings,
+    Row,
+    collect,
+    drift_of,
+    load_collection,
+    planned_configs,
+    read_rows,
+)
+from dynhat.latency.features import layer_feature_names
+from dynhat.latency.predictor import EnsemblePredictor
+from dynhat.space import load_space
+from dynhat.space.sampling import middle
+
+
+@pytest.fixture
+def toy_space(tmp_path: Path) -> str:
+    path = tmp_path / "toy.yml"
+    path.write_text(yaml.safe_dump(TOY_SPACE))
+    return str(path)
+
+
+def settings(space: str, **kw: object) -> CollectSettings:
+    base = {"space": space, "configs": 9, "runs": 3, "warmup": 1, "src_len": 6, "tgt_len": 4, "beam": 2,
+            "probe_every": 4, "vocab_size": 24}
+    return CollectSettings(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_collection_measures_each_planned_config_once_between_probes(toy_space: str, tmp_path: Path) -> None:
+    s = settings(toy_space)
+    rows = collect(s, tmp_path / "lat.csv", progress=False)
+    kinds = "".join("p" if r.kind == PROBE else "s" for r in rows)
+    assert kinds == "pssssp" + "ssssp" + "sp"
+    samples = [r.config.id for r in rows if r.kind == SAMPLE]
+    assert samples == [c.id for c in planned_configs(load_space(toy_space), 9, 0)]
+    assert {r.config.id for r in rows if r.kind == PROBE} == {middle(load_space(toy_space)).id}
+    assert all(r.encoder_ms > 0 and r.decoder_ms > 0 for r in rows)
+    again = read_rows(tmp_path / "lat.csv")
+    assert [(r.row, r.kind, r.config, r.total_ms) for r in again] == [
+        (r.row, r.kind, r.config, pytest.approx(r.total_ms, abs=1e-4)) for r in rows]
+
+
+def test_growing_a_collection_keeps_its_rows_and_adds_the_rest(toy_space: str, tmp_path: Path) -> None:
+    out = tmp_path / "lat.csv"
+    first = collect(settings(toy_space, configs=4), out, progress=False)
+    grown = collect(settings(toy_space, configs=9), out, progress=False)
+    assert grown[: len(first)] == first
+    ids = [r.config.id for r in grown if r.kind == SAMPLE]
+    assert ids == [c.id for c in planned_configs(load_space(toy_space), 9, 0)]
+    assert grown[-1].kind == PROBE
+
+
+def test_a_torn_last_line_is_dropped_and_measured_again(toy_space: str, tmp_path: Path) -> None:
+    out = tmp_path / "lat.csv"
+    collect(settings(toy_space, configs=3), out, progress=False)
+    text = out.read_text()
+    out.write_text(text + '4,sample,e16d16L2-abc,1.0,2.0,0.1,0.1,9.9,"{""enc')  # killed mid-write
+    rows = collect(settings(toy_space, configs=5), out, progress=False)
+    assert [r.kind for r in rows].count(SAMPLE) == 5
+    assert "abc" not in out.read_text()
+
+
+def test_a_killed_collection_resumes_without_measuring_rows_again(toy_space: str, tmp_path: Path) -> None:
+    out = tmp_path / "lat.csv"
+    args = [sys.executable, "-m", "dynhat", "latency", "collect", "--out", str(out), "--space", toy_space,
+            "--configs", "40", "--runs", "40", "--src-len", "6", "--tgt-len", "4", "--beam", "2",
+            "--vocab-size", "24", "--probe-every", "4"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 6):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_rows(out)
+    assert 5 <= len(before) < 50, "the collection should have been killed part-way"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = read_rows(out)
+    assert after[: len(before)] == before
+    ids = [r.config.id for r in after if r.kind == SAMPLE]
+    assert sorted(ids) == sorted(c.id for c in planned_configs(load_space(toy_space), 40, 0))
+    assert [r.row for r in after] == list(range(len(after)))
+
+
+def test_rows_from_other_conditions_are_refused(toy_space: str, tmp_path: Path) -> None:
+    collect(settings(toy_space, configs=2), tmp_path / "a.csv", progress=False)
+    with pytest.raises(DataError, match="threads: 1 vs 2"):
+        collect(settings(toy_space, configs=3, threads=2), tmp_path / "a.csv", progress=False)
+    collect(settings(toy_space, configs=2, beam=3), tmp_path / "b.csv", progress=False)
+    with pytest.raises(DataError, match=r"b\.csv.*refusing to mix.*beam: 2 vs 3"):
+        load_collection([tmp_path / "a.csv", tmp_path / "b.csv"])
+
+
+def _row(i: int, kind: str, ms: float, config: object) -> Row:
+    return Row(i, kind, config, ms / 2, ms / 2, 0.0, 0.0, float(i))  # type: ignore[arg-type]
+
+
+def test_drift_correction_divides_by_the_reference_speed_between_probes(toy_space: str) -> None:
+    ref = middle(load_space(toy_space))
+    # the machine slows down by 1.5x between rows 0 and 4, then stays there
+    rows = [_row(0, PROBE, 10.0, ref), _row(1, SAMPLE, 6.0, ref), _row(2, SAMPLE, 7.5, ref),
+            _row(3, SAMPLE, 9.0, ref), _row(4, PROBE, 15.0, ref), _row(5, SAMPLE, 9.0, ref),
+            _row(6, PROBE, 15.0, ref)]
+    drift = drift_of(rows)
+    assert drift.reference_ms == 15.0
+    np.testing.assert_allclose(drift.factor(np.array([1.0, 2.0, 3.0, 5.0])) * 15.0, [11.25, 12.5, 13.75, 15.0])
+    corrected = np.array([6.0, 7.5, 9.0, 9.0]) / drift.factor(np.array([1.0, 2.0, 3.0, 5.0]))
+    np.testing.assert_allclose(corrected, [8.0, 9.0, 9.818181, 9.0], rtol=1e-5)
+    assert drift.summary()["spread_pct"] == pytest.approx(100 * (1 - 10 / 15))
+    with pytest.raises(DataError, match="no reference probes"):
+        drift_of([r for r in rows if r.kind == SAMPLE])
+
+
+def test_a_collection_becomes_a_table_and_fits_a_predictor(toy_space: str, tmp_path: Path) -> None:
+    collect(settings(toy_space, configs=24), tmp_path / "lat.csv", progress=False)
+    collection = load_collection(tmp_path / "lat.csv")
+    table = collection.table("layer")
+    assert table.features.shape == (24, len(layer_feature_names(load_space(toy_space))))
+    raw = collection.table("layer", corrected=False)
+    np.testing.assert_allclose(table.total_ms * collection.corrections, raw.total_ms)
+    hat = collection.table("hat")
+    assert hat.features.shape == (24, 10)
+    collection.export_hat_csv(tmp_path / "hat.csv")
+    assert (tmp_path / "hat.csv").read_text().startswith("encoder_embed_dim,")
+    predictor = EnsemblePredictor(steps=50, members=2).fit(table)
+    assert predictor.metadata["features"] == "layer"
+    assert np.all(predictor.predict(table.features) > 0)
