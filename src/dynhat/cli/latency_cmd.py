@@ -93,9 +93,9 @@ def _read_table(args: argparse.Namespace) -> tuple[LatencyTable, dict]:
 
     if all(sidecar_path(p).exists() for p in args.csv):
         collection = load_collection(args.csv)
-        meta = collection.meta
-        metadata = {"device": args.device or meta["machine"]["cpu"], "threads": meta["protocol"]["threads"],
-                    "space": meta["protocol"]["space"], "drift_corrected": not args.raw}
+        metadata = collection.predictor_metadata(corrected=not args.raw)
+        if args.device:
+            metadata["device"] = args.device
         return collection.table(args.features, corrected=not args.raw), metadata
     if len(args.csv) > 1:
         raise DataError("tables in HAT's layout carry no machine or thread count, so they are fitted one at a time")

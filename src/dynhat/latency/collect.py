@@ -337,6 +337,12 @@ class Collection:
             values.setdefault(row.config.id, []).append(row.total_ms / factor)
         return {k: float(np.mean(v)) for k, v in values.items()}
 
+    def predictor_metadata(self, corrected: bool = True) -> dict[str, Any]:
+        """What a predictor fitted on this collection must carry: device, threads, space and protocol."""
+        protocol = self.meta["protocol"]
+        return {"device": self.meta["machine"]["cpu"], "threads": protocol["threads"], "space": protocol["space"],
+                "drift_corrected": corrected, "protocol": protocol, "machine": self.meta["machine"]}
+
     def export_hat_csv(self, path: str | Path, corrected: bool = True) -> None:
         write_hat_csv(path, self.table("hat", corrected))
 

@@ -207,7 +207,9 @@ class LatencyPredictor:
             space = load_space(name)
         if layer_feature_names(space) != self.feature_names:
             raise ConfigError(f"the space {space.name!r} does not give this predictor's features")
-        return np.asarray(layer_features(config, space))
+        protocol = self.metadata.get("protocol") or {}  # how the fitted rows were measured (our collections)
+        return np.asarray(layer_features(config, space, src_len=protocol.get("src_len", 30),
+                                         tgt_len=protocol.get("tgt_len", 30), vocab=protocol.get("vocab_size")))
 
     def check_features(self, features: np.ndarray | Sequence[float], source: str | None = None) -> None:
         """Raise ConfigError naming every feature outside what the predictor was fitted on.

@@ -1,0 +1,87 @@
+"""``dynhat search``: operating points of a trained SuperTransformer for latency constraints on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from dynhat.errors import ConfigError
+
+
+def parse_constraints(text: str) -> tuple[float, ...]:
+    """``100,150,200`` (ms, an optional ``ms`` suffix each) or a range ``LOW:HIGH:COUNT`` (evenly spaced)."""
+    try:
+        if ":" in text:
+            low, high, count = text.split(":")
+            n = int(count)
+            lo, hi = float(low.removesuffix("ms")), float(high.removesuffix("ms"))
+            if n < 1 or hi < lo:
+                raise ValueError
+            return tuple(round(lo + (hi - lo) * i / max(1, n - 1), 3) for i in range(n))
+        values = tuple(float(v.strip().removesuffix("ms")) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected a list like 100,150ms,200 or a range LOW:HIGH:COUNT",
+                          field="--constraints") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"{text!r}: constraints must be positive milliseconds", field="--constraints")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    search = sub.add_parser("search", help="search operating points (one per latency constraint), verify them on "
+                                           "this machine and write an operating-point library")
+    search.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
+    search.add_argument("--predictor", required=True, help="latency predictor of this machine (dynhat latency fit)")
+    search.add_argument("--constraints", required=True, type=parse_constraints,
+                        help="latency constraints in ms: 100,150,200 or LOW:HIGH:COUNT")
+    search.add_argument("--out", required=True, help="operating-point library YAML to write")
+    search.add_argument("--mode", choices=("evolution", "pareto"), default="evolution",
+                        help="evolution: HAT's search per constraint; pareto: one NSGA-II front for all")
+    search.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    search.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    search.add_argument("--valid-sentences", type=int, default=500, help="validation subset for the fitness "
+                                                                         "(0: all)")
+    search.add_argument("--test-sentences", type=int, default=0, help="test BLEU on the first N (0: all)")
+    search.add_argument("--population", type=int, default=125)
+    search.add_argument("--parents", type=int, default=25)
+    search.add_argument("--iterations", type=int, default=30)
+    search.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
+    search.add_argument("--verify-runs", type=int, default=50, help="timed runs of each point's on-device check")
+    search.add_argument("--threads", type=int, default=1)
+    search.add_argument("--seed", type=int, default=0)
+    search.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.latency.measure import pinned
+    from dynhat.latency.predictor import load_predictor
+    from dynhat.search.evolution import EvolutionSettings
+    from dynhat.search.run import SearchSettings, search_operating_points
+    from dynhat.translate.evaluate import load_trained
+
+    children = args.population - args.parents
+    evolution = EvolutionSettings(args.population, args.parents, children // 2, children - children // 2,
+                                  iterations=args.iterations, patience=args.patience, seed=args.seed)
+    settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
+                              verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
+                              threads=args.threads)
+    model, vocab = load_trained(args.checkpoint)
+    predictor = load_predictor(args.predictor)
+    if predictor.metadata.get("threads") not in (None, args.threads):
+        raise ConfigError(f"the predictor was fitted on {predictor.metadata['threads']}-thread latencies, the search "
+                          f"runs with --threads {args.threads}", field="--threads")
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    with pinned(args.threads):
+        report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
+                                         load_multi30k("test_2016_flickr", root), settings)
+    report.library.save(args.out)
+    print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} {'dec':>3}  id")
+    for p in report.library.sorted():
+        print(f"{p.constraint_ms:>10.1f} {p.predicted_ms:>9.2f} {p.measured_ms:>8.2f} {p.valid_loss:>7.4f} "
+              f"{p.bleu:>6.2f} {p.config.decoder_layer_num:>3}  {p.id}")
+    for o in report.overshoots:
+        print(f"over its constraint: {o['id']} at {o['constraint_ms']:g} ms measured {o['measured_ms']:.2f} ms "
+              f"(predicted {o['predicted_ms']:.2f}, margin {o['margin']:.2f}, attempt {o['attempt']})")
+    print(f"{report.seconds:.0f} s, {report.evaluations} loss evaluations ({report.cache_hits} cache hits); "
+          f"wrote {args.out}")
+    return 0

@@ -1,0 +1,138 @@
+"""HAT's latency-constrained evolutionary search, made safe and cheap.
+
+Same algorithm and defaults as HAT (population 125 = 25 parents + 50 mutations + 50 crossovers, gene mutation
+probability 0.3, 30 iterations, candidates over the predicted latency constraint rejected, fitness = validation
+loss). Differences: scores come from a cache (parents are never re-scored); an infeasible constraint is an error
+before the search starts and a rejection loop that stops finding feasible children is an error, never a hang;
+optional early stop when the best loss has not improved for ``patience`` iterations.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from tqdm import tqdm
+
+from dynhat.errors import ConfigError, DynhatError
+from dynhat.space.config import SubTransformerConfig
+from dynhat.space.sampling import crossover, mutate, sample, smallest
+from dynhat.space.space import DesignSpace
+
+Score = Callable[[SubTransformerConfig], float]
+Latency = Callable[[SubTransformerConfig], float]
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    crossovers: int = 50
+    mutation_prob: float = 0.3
+    iterations: int = 30
+    patience: int | None = None  # stop after this many iterations without a better loss (None: HAT, never)
+    max_draws: int = 200  # rejection-sampling attempts allowed per child wanted, before giving up
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.population != self.parents + self.mutations + self.crossovers:
+            raise ConfigError(f"population {self.population} must equal parents + mutations + crossovers "
+                              f"({self.parents} + {self.mutations} + {self.crossovers})", field="population")
+        if self.parents < 2 or self.iterations < 1:
+            raise ConfigError("needs at least 2 parents and 1 iteration", field="parents")
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.mutation_prob}", field="mutation_prob")
+
+
+@dataclass
+class SearchResult:
+    config: SubTransformerConfig
+    loss: float
+    latency_ms: float
+    constraint_ms: float
+    iterations: int
+    history: list[float] = field(default_factory=list)  # best loss after each iteration
+
+
+def fastest_latency(space: DesignSpace, latency: Latency, samples: int = 2000, seed: int = 0) -> float:
+    """The lowest predicted latency found: the smallest configuration and ``samples`` random ones."""
+    rng = random.Random(seed)
+    return min([latency(smallest(space))] + [latency(sample(space, rng)) for _ in range(samples)])
+
+
+def _children(make: Callable[[], SubTransformerConfig], count: int, feasible: Callable[[SubTransformerConfig], bool],
+              max_draws: int, what: str) -> list[SubTransformerConfig]:
+    out: list[SubTransformerConfig] = []
+    draws = 0
+    while len(out) < count:
+        if draws >= max_draws * count:
+            raise DynhatError(f"found only {len(out)} of {count} {what} within the latency constraint after "
+                              f"{draws} draws; the constraint is too tight for this search to progress")
+        draws += 1
+        child = make()
+        if feasible(child):
+            out.append(child)
+    return out
+
+
+def _mutant(parents: list[SubTransformerConfig], space: DesignSpace, prob: float,
+            rng: random.Random) -> SubTransformerConfig:
+    return mutate(rng.choice(parents), space, prob, rng)
+
+
+def _cross(parents: list[SubTransformerConfig], space: DesignSpace, rng: random.Random) -> SubTransformerConfig:
+    return crossover(*rng.sample(parents, 2), space, rng)
+
+
+def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: float,
+           settings: EvolutionSettings = EvolutionSettings(), progress: bool = True,
+           fastest_ms: float | None = None) -> SearchResult:
+    """The configuration with the lowest ``score`` whose ``latency`` is at most ``constraint_ms``."""
+    fastest = fastest_latency(space, latency, seed=settings.seed) if fastest_ms is None else fastest_ms
+    if constraint_ms < fastest:
+        raise ConfigError(f"{constraint_ms:g} ms is below the fastest predicted SubTransformer ({fastest:.2f} ms); "
+                          "no configuration can meet it", field="constraint")
+    rng = random.Random(settings.seed)
+    lat_cache: dict[str, float] = {}
+
+    def lat(config: SubTransformerConfig) -> float:
+        if config.id not in lat_cache:
+            lat_cache[config.id] = latency(config)
+        return lat_cache[config.id]
+
+    def feasible(config: SubTransformerConfig) -> bool:
+        return lat(config) <= constraint_ms
+
+    population = _children(lambda: sample(space, rng), settings.population, feasible, settings.max_draws,
+                           "initial configurations")
+    history: list[float] = []
+    best: tuple[float, SubTransformerConfig] | None = None
+    stale = 0
+    bar = tqdm(range(settings.iterations), desc=f"search {constraint_ms:g} ms", unit="it", disable=not progress,
+               dynamic_ncols=True)
+    iteration = 0
+    for iteration in bar:
+        ranked = sorted(population, key=score)
+        parents = ranked[: settings.parents]
+        top = (score(parents[0]), parents[0])
+        if best is None or top[0] < best[0]:
+            best, stale = top, 0
+        else:
+            stale += 1
+        history.append(best[0])
+        bar.set_postfix(best=f"{best[0]:.4f}", lat=f"{lat(best[1]):.1f}ms")
+        if settings.patience is not None and stale >= settings.patience:
+            break
+        if iteration == settings.iterations - 1:
+            break  # HAT also breeds after the last scoring; those children are never scored, so skip them
+        mutated = _children(partial(_mutant, parents, space, settings.mutation_prob, rng), settings.mutations,
+                            feasible, settings.max_draws, "mutations")
+        crossed = _children(partial(_cross, parents, space, rng), settings.crossovers, feasible, settings.max_draws,
+                            "crossovers")
+        population = parents + mutated + crossed
+    bar.close()
+    assert best is not None
+    return SearchResult(best[1], best[0], lat(best[1]), constraint_ms, iteration + 1, history)

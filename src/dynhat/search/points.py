@@ -1,0 +1,118 @@
+"""Operating-point libraries: the searched SubTransformers of one SuperTransformer on one device, in one YAML file.
+
+Schema (``format: dynhat-operating-points``, ``version: 1``)::
+
+    device: {cpu, logical_cores, torch}     # where the latencies were measured
+    threads: 1                              # torch intra-op threads of every latency below
+    space: multi30k-cpu                     # design space name (or YAML path)
+    checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
+    fitness: {valid_sentences, seed}        # validation subset of the losses
+    points:                                 # fastest first
+      - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers,
+        config: {HAT's SubTransformer keys}
+
+A library is only meaningful with its checkpoint: loading it against another checkpoint (by SHA-256) or a space
+that cannot hold its configurations is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dynhat.errors import ConfigError, DataError
+from dynhat.io import atomic_write_text
+from dynhat.space import DesignSpace, SubTransformerConfig, load_space
+
+FORMAT = "dynhat-operating-points"
+VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+@dataclass
+class OperatingPoint:
+    config: SubTransformerConfig
+    constraint_ms: float
+    predicted_ms: float
+    valid_loss: float
+    measured_ms: float | None = None
+    bleu: float | None = None
+    params: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "constraint_ms": self.constraint_ms, "predicted_ms": round(self.predicted_ms, 4),
+                "measured_ms": None if self.measured_ms is None else round(self.measured_ms, 4),
+                "valid_loss": round(self.valid_loss, 5), "bleu": self.bleu, "params": self.params,
+                "decoder_layers": self.config.decoder_layer_num, "config": self.config.to_dict()}
+
+
+@dataclass
+class PointLibrary:
+    points: list[OperatingPoint]
+    space: str
+    checkpoint: dict[str, str]
+    device: dict[str, Any]
+    threads: int
+    fitness: dict[str, Any] = field(default_factory=dict)
+
+    def sorted(self) -> list[OperatingPoint]:
+        return sorted(self.points, key=lambda p: (p.measured_ms or p.predicted_ms, p.valid_loss))
+
+    def save(self, path: str | Path) -> None:
+        data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
+                "space": self.space, "checkpoint": self.checkpoint, "fitness": self.fitness,
+                "points": [p.to_dict() for p in self.sorted()]}
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path, checkpoint: str | Path | None = None,
+             space: DesignSpace | None = None) -> PointLibrary:
+        """Read a library; with ``checkpoint``, refuse it unless the file's SHA-256 is the library's."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise DataError(f"{path}: unreadable operating-point library ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(f"{path}: not an operating-point library (format {FORMAT!r} expected)")
+        if data.get("version") != VERSION:
+            raise DataError(f"{path}: version {data.get('version')}, this dynhat reads {VERSION}")
+        for key in ("device", "threads", "space", "checkpoint", "points"):
+            if key not in data:
+                raise ConfigError("missing", source=str(path), field=key)
+        if checkpoint is not None:
+            actual = file_sha256(checkpoint)
+            if actual != data["checkpoint"].get("sha256"):
+                raise DataError(f"{path}: its points belong to checkpoint sha256 {data['checkpoint'].get('sha256')} "
+                                f"({data['checkpoint'].get('path')}), but {checkpoint} has sha256 {actual}")
+        space = space or load_space(data["space"])
+        points = []
+        for i, item in enumerate(data["points"]):
+            where = f"{path}: points[{i}]"
+            try:
+                config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
+                points.append(OperatingPoint(config, float(item["constraint_ms"]), float(item["predicted_ms"]),
+                                             float(item["valid_loss"]), item.get("measured_ms"), item.get("bleu"),
+                                             item.get("params")))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"bad point ({err})", source=where) from None
+            if item.get("id") not in (None, config.id):
+                raise ConfigError(f"id {item['id']} does not match its configuration ({config.id})", source=where)
+        return cls(points, data["space"], data["checkpoint"], data["device"], int(data["threads"]),
+                   data.get("fitness", {}))
+

@@ -1,0 +1,124 @@
+"""From a trained SuperTransformer and this machine's latency predictor to a verified operating-point library.
+
+For each latency constraint: search (HAT's evolution per constraint, or one NSGA-II front for all), then verify the
+winner on the device with the measurement protocol, compute its validation loss and test BLEU; a point measured
+over its constraint is searched again with a latency margin (up to ``retries`` times) and the overshoot is
+reported either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynhat.data.corpus import ParallelCorpus
+from dynhat.latency.collect import MACHINE_KEYS
+from dynhat.latency.measure import machine_info, measure_latency
+from dynhat.latency.predictor import LatencyPredictor
+from dynhat.model.supertransformer import SuperTransformer
+from dynhat.search.evolution import EvolutionSettings, SearchResult, evolve, fastest_latency
+from dynhat.search.fitness import LossFitness, validation_subset
+from dynhat.search.pareto import FrontPoint, pareto_search, pick
+from dynhat.search.points import OperatingPoint, PointLibrary, file_sha256
+from dynhat.space.config import SubTransformerConfig
+from dynhat.space.cost import count_params
+from dynhat.translate.bleu import sacrebleu_bleu
+from dynhat.translate.translator import Translator
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    constraints_ms: tuple[float, ...]
+    mode: str = "evolution"  # "evolution" (HAT, one search per constraint) or "pareto" (one NSGA-II front)
+    valid_sentences: int | None = 500  # fixed validation subset for the fitness (None: all 1,014)
+    valid_seed: int = 0
+    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+    retries: int = 1  # re-searches of a point measured over its constraint
+    verify_runs: int = 50  # timed runs of the on-device check
+    test_sentences: int | None = None  # test BLEU on this many sentences (None: all)
+    threads: int = 1
+    beam: int = 4
+
+
+@dataclass
+class SearchReport:
+    library: PointLibrary
+    seconds: float
+    evaluations: int
+    cache_hits: int
+    overshoots: list[dict[str, Any]]
+    front: list[FrontPoint] = field(default_factory=list)
+
+
+def predictor_latency(predictor: LatencyPredictor, space_margin: float = 0.0) -> Callable[[SubTransformerConfig],
+                                                                                          float]:
+    """Predicted latency (ms) scaled by ``1 + space_margin``, memoised by configuration id."""
+    cache: dict[str, float] = {}
+
+    def latency(config: SubTransformerConfig) -> float:
+        if config.id not in cache:
+            cache[config.id] = float(predictor.predict(predictor.features_of(config))[0])
+        return cache[config.id] * (1.0 + space_margin)
+
+    return latency
+
+
+def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str | Path,
+                            predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus,
+                            settings: SearchSettings, progress: bool = True) -> SearchReport:
+    start = time.perf_counter()
+    space = model.space
+    subset = validation_subset(valid, settings.valid_sentences, settings.valid_seed)
+    fitness = LossFitness(model, vocab, subset)
+    protocol = predictor.metadata.get("protocol", {})
+    src_len, tgt_len = protocol.get("src_len", 30), protocol.get("tgt_len", 30)
+    front: list[FrontPoint] = []
+    points: list[OperatingPoint] = []
+    overshoots: list[dict[str, Any]] = []
+    base = predictor_latency(predictor)
+    fastest = fastest_latency(space, base, seed=settings.evolution.seed)
+    if settings.mode == "pareto":
+        front = pareto_search(space, fitness, base, settings.evolution.population, settings.evolution.iterations,
+                              settings.evolution.mutation_prob, seed=settings.evolution.seed, progress=progress)
+    for constraint in sorted(settings.constraints_ms):
+        margin = 0.0
+        for attempt in range(settings.retries + 1):
+            latency = predictor_latency(predictor, margin)
+            found = _find(space, fitness, latency, constraint, settings, front, fastest * (1 + margin), progress)
+            measured = measure_latency(model, found.config, src_len=src_len, tgt_len=tgt_len, beam=settings.beam,
+                                       runs=settings.verify_runs, threads=settings.threads).total_ms
+            if measured <= constraint:
+                break
+            overshoots.append({"constraint_ms": constraint, "id": found.config.id, "attempt": attempt,
+                               "predicted_ms": base(found.config), "measured_ms": measured, "margin": margin})
+            margin = max(margin, measured / base(found.config) - 1.0) + 0.02
+            if constraint < fastest * (1 + margin):
+                break  # no configuration can meet the constraint with this margin: keep the point, report it
+        points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
+                                     params=count_params(found.config, space, len(vocab)).total))
+    tests = test if settings.test_sentences is None else ParallelCorpus(
+        test.src[: settings.test_sentences], test.tgt[: settings.test_sentences], test.src_lang, test.tgt_lang,
+        test.name)
+    for point in points:
+        hyps = Translator(model, vocab, point.config, beam=settings.beam).translate(tests.src)
+        point.bleu = round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
+    machine = machine_info()
+    library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
+                           {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
+                           {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
+                            "test_sentences": len(tests.src), "mode": settings.mode})
+    return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
+
+
+def _find(space: Any, fitness: LossFitness, latency: Callable[[SubTransformerConfig], float], constraint: float,
+          settings: SearchSettings, front: Sequence[FrontPoint], fastest: float, progress: bool) -> SearchResult:
+    if settings.mode == "evolution":
+        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest)
+    within = [FrontPoint(p.config, p.loss, latency(p.config)) for p in front]
+    chosen = pick(within, constraint)
+    if chosen is None:  # the front has nothing this fast (with the margin): fall back to a constrained search
+        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest)
+    return SearchResult(chosen.config, chosen.loss, chosen.latency_ms, constraint, settings.evolution.iterations)

@@ -1,0 +1,158 @@
+"""Search: HAT's evolution (constraint kept, cache, errors instead of hangs), NSGA-II front, point libraries."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers.toy_train import TOY_SPACE, VOCAB
+
+from dynhat.data.corpus import ParallelCorpus
+from dynhat.errors import ConfigError, DataError, DynhatError
+from dynhat.model import ModelSettings, SuperTransformer
+from dynhat.search import (
+    EvolutionSettings,
+    FrontPoint,
+    LossFitness,
+    OperatingPoint,
+    PointLibrary,
+    evolve,
+    non_dominated,
+    pareto_search,
+    pick,
+    validation_subset,
+)
+from dynhat.space import DesignSpace, SubTransformerConfig, load_space
+from dynhat.space.cost import count_macs, count_params
+from dynhat.space.sampling import largest, sample, smallest
+
+SMALL = EvolutionSettings(population=20, parents=4, mutations=8, crossovers=8, iterations=6)
+
+
+@pytest.fixture(scope="module")
+def space() -> DesignSpace:
+    return load_space("multi30k-cpu")
+
+
+def macs_ms(space: DesignSpace):  # a deterministic stand-in latency: proportional to the exact MAC count
+    return lambda c: count_macs(c, space, 8000) / 1e6
+
+
+def neg_params(space: DesignSpace):  # a known objective: more parameters is better
+    return lambda c: -count_params(c, space, 8000).total / 1e6
+
+
+def test_evolution_keeps_the_constraint_and_beats_random_sampling(space: DesignSpace) -> None:
+    latency, score = macs_ms(space), neg_params(space)
+    lo, hi = latency(smallest(space)), latency(largest(space))
+    constraint = lo + 0.4 * (hi - lo)
+    calls: list[str] = []
+
+    def counted(c: SubTransformerConfig) -> float:
+        calls.append(c.id)
+        return score(c)
+
+    cache: dict[str, float] = {}
+
+    def cached(c: SubTransformerConfig) -> float:
+        if c.id not in cache:
+            cache[c.id] = counted(c)
+        return cache[c.id]
+
+    result = evolve(space, cached, latency, constraint, SMALL, progress=False)
+    assert result.latency_ms <= constraint
+    assert result.history == sorted(result.history, reverse=True)  # best-so-far never worsens
+    rng = random.Random(1)
+    feasible = [c for c in (sample(space, rng) for _ in range(3000)) if latency(c) <= constraint]
+    assert result.loss <= min(score(c) for c in feasible[: len(set(calls))])
+    assert len(calls) == len(set(calls))
+
+
+def test_infeasible_constraint_is_an_error_not_a_hang(space: DesignSpace) -> None:
+    latency = macs_ms(space)
+    with pytest.raises(ConfigError, match="below the fastest"):
+        evolve(space, neg_params(space), latency, 0.5 * latency(smallest(space)), SMALL, progress=False)
+    barely = latency(smallest(space)) * 1.0001  # feasible, but random draws almost never meet it
+    with pytest.raises(DynhatError, match="too tight"):
+        evolve(space, neg_params(space), latency, barely, EvolutionSettings(
+            population=20, parents=4, mutations=8, crossovers=8, iterations=3, max_draws=5), progress=False)
+
+
+def test_patience_stops_early(space: DesignSpace) -> None:
+    settings = EvolutionSettings(population=20, parents=4, mutations=8, crossovers=8, iterations=30, patience=2)
+    result = evolve(space, lambda c: 1.0, macs_ms(space), 1e9, settings, progress=False)
+    assert result.iterations == 3
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="parents \\+ mutations \\+ crossovers"):
+        EvolutionSettings(population=100)
+
+
+def test_pareto_front_is_non_dominated_and_picks_per_constraint(space: DesignSpace) -> None:
+    latency, score = macs_ms(space), neg_params(space)
+    front = pareto_search(space, score, latency, population=24, generations=6, progress=False)
+    assert len(front) >= 3
+    for a in front:
+        assert not any(b.latency_ms <= a.latency_ms and b.loss < a.loss and b is not a for b in front)
+    mid = front[len(front) // 2]
+    chosen = pick(front, mid.latency_ms)
+    assert chosen is not None and chosen.latency_ms <= mid.latency_ms and chosen.loss <= mid.loss
+    assert pick(front, front[0].latency_ms * 0.5) is None
+
+
+def test_non_dominated_by_hand() -> None:
+    c = smallest(load_space("multi30k-cpu"))
+    pts = [FrontPoint(c, 3.0, 10.0), FrontPoint(c, 2.0, 20.0), FrontPoint(c, 2.5, 30.0), FrontPoint(c, 1.0, 40.0)]
+    assert [(p.loss, p.latency_ms) for p in non_dominated(pts)] == [(3.0, 10.0), (2.0, 20.0), (1.0, 40.0)]
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> tuple[SuperTransformer, DesignSpace]:
+    path = tmp_path / "toy.yml"
+    path.write_text(yaml.safe_dump(TOY_SPACE))
+    space = load_space(path)
+    torch.manual_seed(0)
+    return SuperTransformer(space, ModelSettings(vocab_size=VOCAB)), space
+
+
+class _Vocab:  # the toy vocabulary: whitespace-separated integer ids
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in text.split()]
+
+
+def test_loss_fitness_is_the_validation_loss_and_cached(toy) -> None:
+    model, space = toy
+    rng = random.Random(0)
+    lines = [" ".join(str(rng.randrange(4, VOCAB)) for _ in range(rng.randrange(2, 7))) for _ in range(30)]
+    corpus = ParallelCorpus(lines, lines, "en", "de", "toy")
+    subset = validation_subset(corpus, 12, seed=3)
+    assert len(subset) == 12 and set(subset.src) <= set(corpus.src)
+    fitness = LossFitness(model, _Vocab(), subset)
+    a, b = largest(space), smallest(space)
+    first = fitness(a)
+    assert fitness(a) == first and fitness(b) != first
+    assert (fitness.evaluations, fitness.hits) == (2, 1)
+
+
+def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: DesignSpace) -> None:
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights")
+    from dynhat.search import file_sha256
+
+    points = [OperatingPoint(largest(space), 200.0, 150.0, 3.2, 160.0, 30.1, 1000),
+              OperatingPoint(smallest(space), 80.0, 60.0, 3.9, 61.0, 25.0, 500)]
+    lib = PointLibrary(points, "multi30k-cpu", {"path": str(ckpt), "sha256": file_sha256(ckpt)},
+                       {"cpu": "x", "logical_cores": 2, "torch": "2"}, 1, {"valid_sentences": 10})
+    lib.save(tmp_path / "points.yml")
+    back = PointLibrary.load(tmp_path / "points.yml", checkpoint=ckpt)
+    assert [p.id for p in back.points] == [smallest(space).id, largest(space).id]  # fastest first
+    assert back.points[1].measured_ms == 160.0 and back.points[1].bleu == 30.1
+    ckpt.write_bytes(b"other weights")
+    with pytest.raises(DataError, match="belong to checkpoint"):
+        PointLibrary.load(tmp_path / "points.yml", checkpoint=ckpt)
+    with pytest.raises(ConfigError):
+        PointLibrary.load(tmp_path / "points.yml", space=load_space("hat-wmt14-en-de"))
