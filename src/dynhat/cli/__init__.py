@@ -10,11 +10,22 @@ from dynhat.errors import DynhatError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dynhat.cli import data_cmd, latency_cmd, run_cmd, search_cmd, space_cmd, train_cmd, translate_cmd
+    from dynhat.cli import (
+        data_cmd,
+        latency_cmd,
+        run_cmd,
+        scenario_cmd,
+        search_cmd,
+        serve_cmd,
+        space_cmd,
+        train_cmd,
+        translate_cmd,
+    )
 
     parser = argparse.ArgumentParser(prog="dynhat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data_cmd, space_cmd, train_cmd, translate_cmd, latency_cmd, search_cmd, run_cmd):
+    for module in (data_cmd, space_cmd, train_cmd, translate_cmd, latency_cmd, search_cmd, scenario_cmd,
+                   serve_cmd, run_cmd):
         module.register(sub)
     return parser
 

@@ -33,7 +33,7 @@ def machine_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "affinity": affinity, "torch": torch.__version__,
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "affinity": affinity, "torch": str(torch.__version__),
             "python": platform.python_version()}
 
 

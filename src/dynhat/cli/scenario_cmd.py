@@ -1,0 +1,38 @@
+"""``dynhat scenario``: the dynamic translator against every static operating point while resources change."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    scenario = sub.add_parser("scenario", help="run a stream of test sentences through phases of changing "
+                                               "resources, dynamic vs static; report and plot")
+    scenario.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
+    scenario.add_argument("--points", required=True, help="operating-point library (dynhat search)")
+    scenario.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario.yml)")
+    scenario.add_argument("--out-dir", default="runs/scenario", help="report JSON, table and timeline PNG")
+    scenario.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    scenario.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    scenario.add_argument("--no-static", action="store_true", help="only the dynamic translator")
+    scenario.add_argument("--calibrate-runs", type=int, default=10)
+    scenario.set_defaults(func=_scenario)
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.runtime.dynamic import DynamicTranslator
+    from dynhat.runtime.scenario import Scenario, default_scenario_path, resources, run_experiment, write_experiment
+    from dynhat.search.points import PointLibrary
+    from dynhat.translate.evaluate import load_trained
+
+    scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    test = load_multi30k("test_2016_flickr", fetch_multi30k(args.cache_dir, args.mirror, progress=False))
+    with resources(None, scenario.threads):
+        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=args.calibrate_runs)
+    experiment = run_experiment(translator, scenario, test.src, test.tgt, static=not args.no_static)
+    table = write_experiment(experiment, args.out_dir)
+    print(table)
+    return 0

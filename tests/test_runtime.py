@@ -1,0 +1,145 @@
+"""Runtime: policies, slowdown tracking, the dynamic translator (no mixed outputs, switching), scenarios."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers.toy_runtime import sentences, toy_parts
+
+from dynhat.errors import ConfigError
+from dynhat.runtime import (
+    Candidate,
+    DynamicTranslator,
+    GreedyPolicy,
+    HysteresisPolicy,
+    PointCost,
+    SlowdownTracker,
+)
+from dynhat.runtime.scenario import Phase, Scenario, background_load, run_experiment
+from dynhat.translate.translator import Translator
+
+COSTS = [PointCost(1.0, 1.0), PointCost(2.0, 2.0), PointCost(4.0, 4.0)]
+
+
+def cands(*ms: float) -> list[Candidate]:  # slower points are better, as on a Pareto front
+    return [Candidate(i, m, 10.0 - i) for i, m in enumerate(ms)]
+
+
+def test_hysteresis_steps_down_at_once_and_up_only_after_a_streak() -> None:
+    policy = HysteresisPolicy(margin=0.1, up_margin=0.3, up_after=3)
+    assert policy.choose(cands(10, 20, 40), 50, None) == 2
+    assert policy.choose(cands(10, 20, 60), 50, 2) == 1  # the current point no longer fits: down now
+    assert policy.choose(cands(10, 20, 100), 50, 1) == 1
+    up = [policy.choose(cands(10, 20, 35), 50, 1) for _ in range(3)]
+    assert up == [1, 1, 2]  # 35 * 1.3 <= 50 three times in a row
+    assert policy.choose(cands(100, 200, 400), 50, 2) == 0  # nothing fits: the fastest
+    policy.choose(cands(10, 20, 35), 50, 1)
+    policy.choose(cands(10, 20, 45), 50, 1)  # fits with margin but not with up_margin: the streak restarts
+    assert [policy.choose(cands(10, 20, 35), 50, 1) for _ in range(3)] == [1, 1, 2]
+
+
+def test_slowdown_tracker_follows_the_ratio() -> None:
+    tracker = SlowdownTracker(alpha=0.5)
+    for _ in range(12):
+        tracker.update(30.0, 10.0)
+    assert tracker.value == pytest.approx(3.0, rel=1e-3)
+    for _ in range(12):
+        tracker.update(10.0, 10.0)
+    assert tracker.value == pytest.approx(1.0, rel=1e-3)
+
+
+def test_budget_decides_the_point_and_results_match_offline_translation(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs=COSTS)
+    src = sentences(6)
+    offline = {i: Translator(model, vocab, p.config).translate(src) for i, p in enumerate(dyn.points)}
+    wide = dyn.translate(src)
+    assert {r.point_index for r in wide} == {2} and [r.text for r in wide] == offline[2]
+    tight = dyn.translate(src, budget_ms=1e-3)
+    assert {r.point_index for r in tight} == {0} and [r.text for r in tight] == offline[0]
+    assert not any(r.within_budget for r in tight)
+    assert [s.to_point for s in dyn.switches] == [2, 0]
+    assert all(s.switch_ms < 5.0 for s in dyn.switches)
+    with pytest.raises(ValueError, match="out of range"):
+        dyn.set_budget(-1)
+
+
+def test_calibration_measures_every_point(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    dyn = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=3)
+    assert len(dyn.costs) == 3 and all(c.encoder_ms > 0 and c.decoder_ms > 0 for c in dyn.costs)
+    status = dyn.status()
+    assert status["budget_ms"] == 100.0 and len(status["points"]) == 3
+
+
+def test_concurrent_requests_during_budget_changes_never_mix_points(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, GreedyPolicy(), costs=COSTS)
+    src = sentences(8, seed=1)
+    offline = {i: dict(zip(src, Translator(model, vocab, p.config).translate(src), strict=True))
+               for i, p in enumerate(dyn.points)}
+    results, stop = [], threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for b in (1e-3, 60_000.0, 0.05):
+                dyn.set_budget(b)
+                time.sleep(0.001)
+
+    def work(k: int) -> None:
+        for s in src[k:] + src[:k]:
+            results.append((s, dyn.translate_one(s)))
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    flipper.join()
+    assert len(results) == 32
+    assert len({r.point_index for _, r in results}) >= 2
+    for s, r in results:
+        assert r.text == offline[r.point_index][s]
+
+
+def test_scenario_yaml_errors_name_the_phase(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yml"
+    bad.write_text("phases:\n  - {name: a, sentences: 3}\n  - {name: b, sentences: 2, loud: 1}\n")
+    with pytest.raises(ConfigError, match=r"phases\[1\].*unknown keys \['loud'\]"):
+        Scenario.from_yaml(bad)
+    bad.write_text("phases: []\n")
+    with pytest.raises(ConfigError, match="non-empty list"):
+        Scenario.from_yaml(bad)
+
+
+def test_background_load_is_always_stopped() -> None:
+    with pytest.raises(RuntimeError), background_load(2, None) as procs:
+        pids = [p.pid for p in procs]
+        time.sleep(0.2)
+        assert all(psutil.pid_exists(pid) for pid in pids)
+        raise RuntimeError("a phase failed")
+    assert not any(p.is_alive() for p in procs)
+
+
+def test_scenario_runs_dynamic_and_static_with_the_same_budgets(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    dyn = DynamicTranslator(model, vocab, library, 1000.0, costs=COSTS)
+    scenario = Scenario((Phase("a", 4), Phase("b", 4, budget_ms=1e-3), Phase("c", 4, load=1)), threads=1,
+                        budget_ms=60_000.0)
+    src = sentences(12, seed=2)
+    experiment = run_experiment(dyn, scenario, src, src, progress=False)
+    assert set(experiment.runs) == {"dynamic"} | {f"static {p.id}" for p in dyn.points}
+    for reports in experiment.runs.values():
+        assert [r.budget_ms for r in reports] == [60_000.0, 1e-3, 60_000.0]
+    dynamic = experiment.runs["dynamic"]
+    assert {r.point_index for r in dynamic[0].results} == {2}
+    assert {r.point_index for r in dynamic[1].results} == {0}
+    rows = experiment.table()
+    assert {row["phase"] for row in rows} == {"a", "b", "c", "overall"}
