@@ -1,0 +1,134 @@
+"""The whole method on the embedded default (Multi30k, CPU-scale space), each step resumable in one run directory.
+
+fetch -> train the SuperTransformer (time budget; resumed) -> collect this machine's latency dataset (resumed) ->
+fit the predictor -> search operating points (NSGA-II front, verified on the device) -> scenario (dynamic against
+static while resources change) -> summary. A step whose output already exists is reused, so a second call picks up
+where the first stopped and a finished run is only summarised again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
+from dynhat.io import atomic_write_text
+from dynhat.latency.collect import CollectSettings, collect, load_collection
+from dynhat.latency.predictor import EnsemblePredictor, LatencyPredictor
+from dynhat.runtime.dynamic import DynamicTranslator
+from dynhat.runtime.scenario import Scenario, default_scenario_path, run_experiment, write_experiment
+from dynhat.runtime.scenario import resources as pinned_resources
+from dynhat.search.evolution import EvolutionSettings
+from dynhat.search.points import PointLibrary
+from dynhat.search.run import SearchSettings, predictor_latency, search_operating_points
+from dynhat.space.sampling import largest, smallest
+from dynhat.train.run import build_trainer
+from dynhat.train.settings import TrainSettings
+from dynhat.translate.evaluate import load_trained
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    run_dir: str = "runs/main"
+    train_minutes: float = 12.0
+    latency_configs: int = 100
+    latency_runs: int = 20
+    constraints: int = 5  # operating points, evenly spread between the fastest and the largest SubTransformer
+    population: int = 40
+    generations: int = 10
+    valid_sentences: int = 100
+    test_sentences: int = 300
+    scenario: str | None = None  # phases YAML (default: the shipped one)
+    threads: int = 1
+    cache_dir: str | None = None
+
+
+def default_train_settings() -> TrainSettings:
+    with resources.as_file(resources.files("dynhat") / "configs" / "multi30k-cpu.yml") as path:
+        return TrainSettings.from_yaml(path)
+
+
+def _say(step: int, text: str) -> None:
+    print(f"[{step}/6] {text}", flush=True)
+
+
+def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, Any]:
+    run = Path(settings.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    mirror = shared_data_dir() / "multi30k"
+    _say(1, f"Multi30k ({'mirror ' + str(mirror) if mirror.is_dir() else 'download'})")
+    root = fetch_multi30k(settings.cache_dir, mirror if mirror.is_dir() else None)
+    valid, test = load_multi30k("val", root), load_multi30k("test_2016_flickr", root)
+
+    train_settings = replace(default_train_settings(), max_minutes=settings.train_minutes)
+    checkpoint = run / "checkpoint_best.pt"
+    _say(2, f"SuperTransformer on {train_settings.space}: {settings.train_minutes:g} min budget, {run}")
+    trainer, _ = build_trainer(train_settings, run, load_multi30k("train", root), valid)
+    if trainer.state.update < train_settings.max_updates and trainer.state.elapsed_s < 60 * settings.train_minutes:
+        trainer.train()
+    print(f"      update {trainer.state.update}, {trainer.state.elapsed_s / 60:.1f} min trained", flush=True)
+    del trainer
+
+    torch.set_num_threads(settings.threads)
+    latency_csv = run / "latency.csv"
+    _say(3, f"latency dataset of this machine: {settings.latency_configs} SubTransformers, {settings.threads} "
+            f"thread(s), drift-probed -> {latency_csv}")
+    collect(CollectSettings(space=train_settings.space, configs=settings.latency_configs, runs=settings.latency_runs,
+                            threads=settings.threads, vocab_size=train_settings.vocab_size), latency_csv)
+    collection = load_collection(latency_csv)
+    predictor_path = run / "latency_predictor.pt"
+    if predictor_path.exists():
+        predictor = LatencyPredictor.load(predictor_path)
+    else:
+        predictor = EnsemblePredictor(metadata=collection.predictor_metadata()).fit(collection.table("layer"))
+        predictor.save(predictor_path)
+    test_metrics = predictor.metadata["test"]
+    drift = collection.drifts[0].summary()
+    print(f"      drift {drift['min']:.3f}..{drift['max']:.3f} (corrected); predictor held-out MAPE "
+          f"{test_metrics['mape_pct']:.2f} %, RMSE {test_metrics['rmse_ms']:.2f} ms", flush=True)
+
+    model, vocab = load_trained(checkpoint)
+    points_path = run / "operating_points.yml"
+    if points_path.exists():
+        library = PointLibrary.load(points_path, checkpoint=checkpoint, space=model.space)
+        _say(4, f"operating points: reusing {points_path}")
+    else:
+        latency = predictor_latency(predictor)
+        lo, hi = latency(smallest(model.space)), latency(largest(model.space))
+        n = settings.constraints
+        constraints = tuple(round(lo * 1.05 + (hi - lo * 1.05) * i / max(1, n - 1), 1) for i in range(n))
+        _say(4, f"search: NSGA-II front, then one point per constraint {', '.join(f'{c:g}' for c in constraints)} ms")
+        children = settings.population - max(2, settings.population // 5)
+        evolution = EvolutionSettings(settings.population, settings.population - children, children // 2,
+                                      children - children // 2, iterations=settings.generations)
+        search = SearchSettings(constraints, "pareto", settings.valid_sentences, evolution=evolution,
+                                verify_runs=settings.latency_runs, test_sentences=settings.test_sentences,
+                                threads=settings.threads)
+        with pinned_resources(None, settings.threads):
+            report = search_operating_points(model, vocab, checkpoint, predictor, valid, test, search)
+        library = report.library
+        library.save(points_path)
+    for p in library.sorted():
+        print(f"      {p.constraint_ms:>7.1f} ms: {p.id}  measured {p.measured_ms:.1f} ms, valid loss "
+              f"{p.valid_loss:.3f}, BLEU {p.bleu}", flush=True)
+
+    scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
+    _say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
+    with pinned_resources(None, scenario.threads):
+        translator = DynamicTranslator(model, vocab, library, 1000.0)
+    experiment = run_experiment(translator, scenario, test.src, test.tgt)
+    table = write_experiment(experiment, run / "scenario")
+    summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points": str(points_path),
+               "latency_predictor_test": test_metrics, "drift": drift,
+               "scenario": [row for row in experiment.table() if row["phase"] == "overall"],
+               "timeline": str(run / "scenario" / "timeline.png")}
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
+    _say(6, f"summary ({run / 'summary.json'})")
+    print(table)
+    print(f"timeline: {run / 'scenario' / 'timeline.png'}")
+    return summary
