@@ -80,7 +80,8 @@ def main() -> None:
              "10%/10% trimmed; reference probe (the middle configuration) every 10 measurements. "
              f"Collection A: {len(a.samples)} configurations ({lat.min():.1f}-{lat.max():.1f} ms); B: the first "
              f"{len(b.samples)} of them again, afterwards, in a shuffled order.", "",
-             "| collection | probes | reference (ms) | drift min..max | spread | probe cv |", "| --- | --- | --- | --- | --- | --- |"]
+             "| collection | probes | reference (ms) | drift min..max | spread | probe cv |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, c in (("A", a), ("B", b)):
         d = c.drifts[0].summary()
         lines.append(f"| {name} | {d['probes']} | {d['reference_ms']:.2f} | {d['min']:.3f}..{d['max']:.3f} | "
