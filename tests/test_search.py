@@ -156,3 +156,24 @@ def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: De
         PointLibrary.load(tmp_path / "points.yml", checkpoint=ckpt)
     with pytest.raises(ConfigError):
         PointLibrary.load(tmp_path / "points.yml", space=load_space("hat-wmt14-en-de"))
+
+
+def test_reduction_keeps_the_used_choices_and_shrinks_the_supertransformer(space: DesignSpace) -> None:
+    from dynhat.search.reduce import reduce_space, usage
+    from dynhat.space.sampling import from_gene, to_gene
+
+    small = smallest(space)
+    mid = from_gene(to_gene(small, space), space)  # same config through the gene round trip
+    used = usage(space, [small, mid])
+    by_dim = {u.dimension: u for u in used}
+    assert by_dim["decoder_layer_num_choice"].used == (1,)
+    assert by_dim["encoder_embed_choice"].dropped == (256,)
+    reduced = reduce_space(space, [small, largest(space)], name="r")
+    assert reduced.name == "r" and reduced.decoder_layer_num_choice == (6, 1)
+    assert reduced.encoder_embed_dim == 256 and reduced.num_configurations() < space.num_configurations()
+    only_small = reduce_space(space, [small])
+    assert only_small.encoder_embed_dim == 192 and only_small.decoder_layers == 1
+    assert only_small.num_configurations() == 1
+    small.validate(only_small)
+    with pytest.raises(ConfigError, match="no operating points"):
+        usage(space, [])

@@ -50,6 +50,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--seed", type=int, default=0)
     search.set_defaults(func=_search)
 
+    reduce = sub.add_parser("reduce", help="keep only the design-space choices a device family's operating points "
+                                           "use; write the reduced space YAML")
+    reduce.add_argument("libraries", nargs="+", help="operating-point libraries (one device family)")
+    reduce.add_argument("--out", required=True, help="reduced space YAML to write")
+    reduce.add_argument("--name", default=None, help="name of the reduced space")
+    reduce.set_defaults(func=_reduce)
+
+
+def _reduce(args: argparse.Namespace) -> int:
+    from dynhat.search.points import PointLibrary
+    from dynhat.search.reduce import reduce_space, usage
+    from dynhat.space import load_space
+
+    libraries = [PointLibrary.load(p) for p in args.libraries]
+    spaces = {lib.space for lib in libraries}
+    if len(spaces) > 1:
+        raise ConfigError(f"the libraries come from different spaces {sorted(spaces)}; reduce one space at a time")
+    space = load_space(spaces.pop())
+    configs = [p.config for lib in libraries for p in lib.points]
+    print(f"{len(configs)} operating points of {space.name}")
+    print(f"{'dimension':<40} {'choices':<22} used (times)")
+    for use in usage(space, configs):
+        counts = ", ".join(f"{c}: {use.counts.get(c, 0)}" for c in use.choices)
+        print(f"{use.dimension:<40} {str(list(use.choices)):<22} {counts}"
+              + (f"   dropped {list(use.dropped)}" if use.dropped else ""))
+    reduced = reduce_space(space, configs, args.name)
+    reduced.save_yaml(args.out)
+    print(f"configurations: {space.num_configurations():,} -> {reduced.num_configurations():,}; wrote {args.out}")
+    return 0
+
 
 def _search(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
