@@ -73,7 +73,7 @@ def _reduce(args: argparse.Namespace) -> int:
     print(f"{'dimension':<40} {'choices':<22} used (times)")
     for use in usage(space, configs):
         counts = ", ".join(f"{c}: {use.counts.get(c, 0)}" for c in use.choices)
-        print(f"{use.dimension:<40} {str(list(use.choices)):<22} {counts}"
+        print(f"{use.dimension:<40} {list(use.choices)!s:<22} {counts}"
               + (f"   dropped {list(use.dropped)}" if use.dropped else ""))
     reduced = reduce_space(space, configs, args.name)
     reduced.save_yaml(args.out)
