@@ -36,6 +36,7 @@ from dynhat.translate.evaluate import load_trained
 class PipelineSettings:
     run_dir: str = "runs/main"
     train_minutes: float = 12.0
+    checkpoint: str | None = None  # a SuperTransformer trained already (e.g. the 2-hour run): no training step
     latency_configs: int = 100
     latency_runs: int = 20
     constraints: int = 5  # operating points, evenly spread between the fastest and the largest SubTransformer
@@ -65,14 +66,23 @@ def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, A
     root = fetch_multi30k(settings.cache_dir, mirror if mirror.is_dir() else None)
     valid, test = load_multi30k("val", root), load_multi30k("test_2016_flickr", root)
 
-    train_settings = replace(default_train_settings(), max_minutes=settings.train_minutes)
-    checkpoint = run / "checkpoint_best.pt"
-    _say(2, f"SuperTransformer on {train_settings.space}: {settings.train_minutes:g} min budget, {run}")
-    trainer, _ = build_trainer(train_settings, run, load_multi30k("train", root), valid)
-    if trainer.state.update < train_settings.max_updates and trainer.state.elapsed_s < 60 * settings.train_minutes:
-        trainer.train()
-    print(f"      update {trainer.state.update}, {trainer.state.elapsed_s / 60:.1f} min trained", flush=True)
-    del trainer
+    train_settings = default_train_settings()
+    if settings.checkpoint is not None:
+        checkpoint = Path(settings.checkpoint)
+        _say(2, f"SuperTransformer: reusing {checkpoint}")
+    else:
+        # a schedule that completes within the budget (~26 updates a minute at 2 threads on this machine)
+        updates = max(50, round(26 * settings.train_minutes))
+        train_settings = replace(train_settings, max_minutes=settings.train_minutes, max_updates=updates,
+                                 warmup_updates=updates // 5, validate_every=max(25, updates // 4))
+        checkpoint = run / "checkpoint_best.pt"
+        _say(2, f"SuperTransformer on {train_settings.space}: {settings.train_minutes:g} min budget, {run}")
+        trainer, _ = build_trainer(train_settings, run, load_multi30k("train", root), valid)
+        if trainer.state.update < train_settings.max_updates and (
+                trainer.state.elapsed_s < 60 * settings.train_minutes):
+            trainer.train()
+        print(f"      update {trainer.state.update}, {trainer.state.elapsed_s / 60:.1f} min trained", flush=True)
+        del trainer
 
     torch.set_num_threads(settings.threads)
     latency_csv = run / "latency.csv"

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--minutes", type=float, default=defaults.train_minutes,
                      help=f"SuperTransformer training budget in minutes (default {defaults.train_minutes:g}); a run "
                           "directory already trained longer is reused as it is")
+    run.add_argument("--checkpoint", default=None, help="use this trained SuperTransformer instead of training one")
     run.add_argument("--latency-configs", type=int, default=defaults.latency_configs)
     run.add_argument("--constraints", type=int, default=defaults.constraints, help="number of operating points")
     run.add_argument("--population", type=int, default=defaults.population, help="NSGA-II population")
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from dynhat.pipeline import run_pipeline
 
-    run_pipeline(PipelineSettings(run_dir=args.run_dir, train_minutes=args.minutes,
+    run_pipeline(PipelineSettings(run_dir=args.run_dir, train_minutes=args.minutes, checkpoint=args.checkpoint,
                                   latency_configs=args.latency_configs, constraints=args.constraints,
                                   population=args.population, generations=args.generations,
                                   valid_sentences=args.valid_sentences,
