@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from docs_section import write_section
@@ -45,6 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
     out = Path(args.out_dir)
     base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, vocab_size=args.vocab)
     path_a, path_b = out / f"{args.space}-a.csv", out / f"{args.space}-b.csv"

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 from docs_section import write_section
 
@@ -65,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
     model, vocab = load_trained(args.checkpoint)
     space = model.space
     predictor = LatencyPredictor.load(args.predictor)

@@ -95,7 +95,7 @@ def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, A
     if predictor_path.exists():
         predictor = LatencyPredictor.load(predictor_path)
     else:
-        predictor = EnsemblePredictor(metadata=collection.predictor_metadata()).fit(collection.table("layer"))
+        predictor = EnsemblePredictor(metadata=collection.predictor_metadata()).fit(collection.table("hat"))
         predictor.save(predictor_path)
     test_metrics = predictor.metadata["test"]
     drift = collection.drifts[0].summary()

@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit = latency.add_parser("fit", help="fit a predictor on latency CSVs; print held-out test metrics")
     fit.add_argument("csv", nargs="+", help="dynhat collections (with their .json sidecar; several are pooled if "
                                              "measured alike) or one table in HAT's layout")
-    fit.add_argument("--features", choices=("layer", "hat"), default="layer",
-                     help="for dynhat collections: per-layer features (default) or HAT's 10")
+    fit.add_argument("--features", choices=("layer", "hat"), default="hat",
+                     help="for dynhat collections: HAT's 10 (default; the lower error on 150-row collections, "
+                          "docs/latency.md) or per-layer features (for larger collections)")
     fit.add_argument("--raw", action="store_true", help="for dynhat collections: no drift correction")
     fit.add_argument("--out", required=True, help="where to write the predictor (.pt)")
     fit.add_argument("--method", choices=("hat", "ours"), default="ours",
