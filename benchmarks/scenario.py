@@ -1,0 +1,95 @@
+"""The scenario experiment for docs/runtime.md: dynamic translator vs every static operating point, in one run.
+
+    python benchmarks/scenario.py runs/main/checkpoint_best.pt runs/points.yml
+
+Writes the run's files to runs/scenario/, its table and the targets' check to docs/runtime.md and the timeline to
+docs/scenario_timeline.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from docs_section import write_section
+
+from dynhat.data.fetch import load_multi30k, shared_data_dir
+from dynhat.latency.measure import machine_info
+from dynhat.runtime.dynamic import DynamicTranslator
+from dynhat.runtime.scenario import (
+    Scenario,
+    default_scenario_path,
+    markdown_table,
+    overall,
+    plot_timeline,
+    resources,
+    run_experiment,
+    write_experiment,
+)
+from dynhat.search.points import PointLibrary
+from dynhat.translate.evaluate import load_trained
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "runtime.md"
+HEADING = "## Scenario results on this machine"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("points")
+    parser.add_argument("--scenario", default=None)
+    parser.add_argument("--out-dir", default=str(REPO / "runs" / "scenario"))
+    args = parser.parse_args()
+    scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    test = load_multi30k("test_2016_flickr", shared_data_dir() / "multi30k")
+    with resources(None, scenario.threads):
+        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=20)
+    experiment = run_experiment(translator, scenario, test.src, test.tgt)
+    write_experiment(experiment, args.out_dir)
+    plot_timeline(experiment.runs, REPO / "docs" / "scenario_timeline.png")
+
+    totals = {label: overall(reports) for label, reports in experiment.runs.items()}
+    dynamic = totals["dynamic"]
+    statics = {k: v for k, v in totals.items() if k != "dynamic"}
+    best_quality = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
+    best_label = f"static {translator.points[best_quality].id}"
+    always = [k for k, v in statics.items() if v["within_pct"] >= 95.0]
+    safe_label = max(always, key=lambda k: statics[k]["bleu"]) if always else None
+    switch_p99 = dynamic["switch_p99_ms"]
+    checks = [
+        ("dynamic within budget ≥ 95 % of sentences", f"{dynamic['within_pct']} %", dynamic["within_pct"] >= 95),
+        ("best static point (at full resources) below 60 %", f"{statics[best_label]['within_pct']} %",
+         statics[best_label]["within_pct"] < 60),
+        ("dynamic BLEU above the best static point that is always (≥ 95 %) within budget",
+         f"{dynamic['bleu']} vs {statics[safe_label]['bleu'] if safe_label else 'none'}",
+         safe_label is not None and dynamic["bleu"] > statics[safe_label]["bleu"]),
+        ("switch time p99 ≤ 1 ms", f"{switch_p99} ms" if switch_p99 is not None else "no switch",
+         switch_p99 is not None and switch_p99 <= 1.0),
+        ("adaptation after a change within 3 sentences", f"{dynamic['max_adapt_sentences']} sentences (worst phase)",
+         dynamic["max_adapt_sentences"] <= 3),
+    ]
+    info = machine_info()
+    lines = [HEADING, "", f"Command: `python benchmarks/scenario.py {args.checkpoint} {args.points}` "
+             f"({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']}); "
+             f"scenario `{args.scenario or 'src/dynhat/configs/scenario.yml'}`, {len(translator.points)} operating "
+             f"points, {sum(p.sentences for p in scenario.phases)} test_2016_flickr sentences per run, beam 4.", "",
+             "| target | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {'yes' if ok else 'no'} |" for name, value, ok in checks]
+    lines += ["", "Per phase, dynamic and the static point of best quality; then every run overall ('adapt' = "
+              "sentences over budget at the start of a phase before the first one within it):", "",
+              markdown_table([r for r in experiment.table() if r["run"] in ("dynamic", best_label)
+                              and r["phase"] != "overall"]), "",
+              markdown_table([r for r in experiment.table() if r["phase"] == "overall"]), "",
+              "![timeline](scenario_timeline.png)", ""]
+    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Runtime")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
