@@ -126,6 +126,9 @@ def test_drift_correction_divides_by_the_reference_speed_between_probes(toy_spac
     corrected = np.array([6.0, 7.5, 9.0, 9.0]) / drift.factor(np.array([1.0, 2.0, 3.0, 5.0]))
     np.testing.assert_allclose(corrected, [8.0, 9.0, 9.818181, 9.0], rtol=1e-5)
     assert drift.summary()["spread_pct"] == pytest.approx(100 * (1 - 10 / 15))
+    spike = [_row(0, PROBE, 10.0, ref), _row(1, SAMPLE, 9.0, ref), _row(2, PROBE, 30.0, ref),
+             _row(3, SAMPLE, 9.0, ref), _row(4, PROBE, 10.0, ref), _row(5, PROBE, 10.0, ref)]
+    np.testing.assert_allclose(drift_of(spike).probe_factors, 1.0)  # one disturbed probe is not drift
     with pytest.raises(DataError, match="no reference probes"):
         drift_of([r for r in rows if r.kind == SAMPLE])
 

@@ -290,10 +290,18 @@ class Drift:
 
 
 def drift_of(rows: Sequence[Row], source: str = "") -> Drift:
+    """Probe latencies relative to their median, each the median of itself and its two neighbours.
+
+    Drift is slow; a burst of other work that hits one probe is not, and must not be spread over the twenty rows
+    around it. The running median of three removes a lone outlying probe and keeps any change that lasts two.
+    """
     probes = [r for r in rows if r.kind == PROBE]
     if not probes:
         raise DataError(f"{source or 'collection'}: no reference probes, so drift cannot be measured")
     totals = np.array([p.total_ms for p in probes])
+    if len(totals) >= 3:
+        padded = np.concatenate([totals[:1], totals, totals[-1:]])
+        totals = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
     reference = float(np.median(totals))
     return Drift(np.array([p.row for p in probes], dtype=np.float64), totals / reference, reference)
 
