@@ -177,3 +177,10 @@ def test_reduction_keeps_the_used_choices_and_shrinks_the_supertransformer(space
     small.validate(only_small)
     with pytest.raises(ConfigError, match="no operating points"):
         usage(space, [])
+
+
+def test_a_tight_constraint_near_the_fastest_still_searches(space: DesignSpace) -> None:
+    latency = macs_ms(space)
+    tight = latency(smallest(space)) * 1.03  # uniform samples almost never get this fast
+    result = evolve(space, neg_params(space), latency, tight, SMALL, progress=False)
+    assert result.latency_ms <= tight

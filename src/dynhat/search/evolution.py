@@ -63,19 +63,44 @@ def fastest_latency(space: DesignSpace, latency: Latency, samples: int = 2000, s
     return min([latency(smallest(space))] + [latency(sample(space, rng)) for _ in range(samples)])
 
 
-def _children(make: Callable[[], SubTransformerConfig], count: int, feasible: Callable[[SubTransformerConfig], bool],
-              max_draws: int, what: str) -> list[SubTransformerConfig]:
+def _draw(make: Callable[[], SubTransformerConfig], count: int, feasible: Callable[[SubTransformerConfig], bool],
+          max_draws: int) -> list[SubTransformerConfig]:
+    """Up to ``count`` feasible configurations from at most ``max_draws * count`` draws."""
     out: list[SubTransformerConfig] = []
-    draws = 0
-    while len(out) < count:
-        if draws >= max_draws * count:
-            raise DynhatError(f"found only {len(out)} of {count} {what} within the latency constraint after "
-                              f"{draws} draws; the constraint is too tight for this search to progress")
-        draws += 1
+    for _ in range(max_draws * count):
+        if len(out) == count:
+            break
         child = make()
         if feasible(child):
             out.append(child)
     return out
+
+
+def _children(make: Callable[[], SubTransformerConfig], count: int, feasible: Callable[[SubTransformerConfig], bool],
+              max_draws: int, what: str) -> list[SubTransformerConfig]:
+    out = _draw(make, count, feasible, max_draws)
+    if len(out) < count:
+        raise DynhatError(f"found only {len(out)} of {count} {what} within the latency constraint after "
+                          f"{max_draws * count} draws; the constraint is too tight for this search to progress")
+    return out
+
+
+def initial_population(space: DesignSpace, count: int, feasible: Callable[[SubTransformerConfig], bool],
+                       settings: EvolutionSettings, rng: random.Random) -> list[SubTransformerConfig]:
+    """HAT's rejection sampling, topped up with mutants of what was found (and of the smallest configuration).
+
+    Near the fastest latency almost no uniform sample is feasible, so HAT's loop would never end; mutating the few
+    feasible ones explores the same corner of the space instead.
+    """
+    found = _draw(lambda: sample(space, rng), count, feasible, settings.max_draws // 2)
+    seeds = found + ([smallest(space)] if feasible(smallest(space)) else [])
+    if len(found) < count and seeds:
+        found += _children(lambda: mutate(rng.choice(seeds), space, settings.mutation_prob, rng),
+                           count - len(found), feasible, settings.max_draws, "initial configurations")
+    if len(found) < count:
+        raise DynhatError(f"found only {len(found)} of {count} initial configurations within the latency "
+                          "constraint; the constraint is too tight for this search to progress")
+    return found
 
 
 def _mutant(parents: list[SubTransformerConfig], space: DesignSpace, prob: float,
@@ -106,8 +131,7 @@ def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: fl
     def feasible(config: SubTransformerConfig) -> bool:
         return lat(config) <= constraint_ms
 
-    population = _children(lambda: sample(space, rng), settings.population, feasible, settings.max_draws,
-                           "initial configurations")
+    population = initial_population(space, settings.population, feasible, settings, rng)
     history: list[float] = []
     best: tuple[float, SubTransformerConfig] | None = None
     stale = 0
