@@ -130,7 +130,7 @@ def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, A
     scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
     _say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
     with pinned_resources(None, scenario.threads):
-        translator = DynamicTranslator(model, vocab, library, 1000.0)
+        translator = DynamicTranslator(model, vocab, library, 1000.0, calibration_sentences=valid.src[:16])
     experiment = run_experiment(translator, scenario, test.src, test.tgt)
     table = write_experiment(experiment, run / "scenario")
     summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points": str(points_path),

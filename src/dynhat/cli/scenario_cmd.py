@@ -29,9 +29,11 @@ def _scenario(args: argparse.Namespace) -> int:
     scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
-    test = load_multi30k("test_2016_flickr", fetch_multi30k(args.cache_dir, args.mirror, progress=False))
-    with resources(None, scenario.threads):
-        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=args.calibrate_runs)
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
+    with resources(None, scenario.threads):  # calibrate on validation sentences, never on the test stream
+        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=args.calibrate_runs,
+                                       calibration_sentences=valid.src[:16])
     experiment = run_experiment(translator, scenario, test.src, test.tgt, static=not args.no_static)
     table = write_experiment(experiment, args.out_dir)
     print(table)

@@ -28,13 +28,20 @@ CALIBRATION_TOKENS = 30
 
 @dataclass(frozen=True)
 class PointCost:
-    """Calibrated latency of a point for a 30-token source and 30 decoder steps at the serving beam."""
+    """A point's latency model: the protocol's encoder and decoder times for 30 tokens, scaled per token, plus
+    what serving a real sentence adds (tokenizing, beam bookkeeping, early stop): ``overhead_ms + scale x`` the
+    protocol's estimate, fitted on real translations at calibration time."""
 
     encoder_ms: float
     decoder_ms: float
+    overhead_ms: float = 0.0
+    scale: float = 1.0
+
+    def protocol_ms(self, src_tokens: int, out_tokens: int) -> float:
+        return (self.encoder_ms * src_tokens + self.decoder_ms * out_tokens) / CALIBRATION_TOKENS
 
     def expected_ms(self, src_tokens: int, out_tokens: int) -> float:
-        return (self.encoder_ms * src_tokens + self.decoder_ms * out_tokens) / CALIBRATION_TOKENS
+        return self.overhead_ms + self.scale * self.protocol_ms(src_tokens, out_tokens)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,15 @@ class SwitchEvent:
 class DynamicTranslator:
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
                  policy: Policy | None = None, beam: int = 4, calibrate_runs: int = 10,
-                 costs: Sequence[PointCost] | None = None, max_budget_ms: float = 60_000.0) -> None:
+                 costs: Sequence[PointCost] | None = None, max_budget_ms: float = 60_000.0,
+                 calibration_sentences: Sequence[str] | None = None) -> None:
         if not library.points:
             raise ValueError("the operating-point library is empty")
         self.model, self.vocab, self.beam = model.eval(), vocab, beam
-        self.points: list[OperatingPoint] = library.sorted()
+        unique: dict[str, OperatingPoint] = {}
+        for p in library.sorted():  # one point may win several constraints: serve it once
+            unique.setdefault(p.id, p)
+        self.points: list[OperatingPoint] = list(unique.values())
         self.library = library
         self.policy = policy or HysteresisPolicy()
         self.max_budget_ms = max_budget_ms
@@ -79,7 +90,7 @@ class DynamicTranslator:
         self.translators = [Translator(model, vocab, p.config, beam=beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
-        self.costs = list(costs) if costs is not None else self.calibrate(calibrate_runs)
+        self.costs = list(costs) if costs is not None else self.calibrate(calibrate_runs, calibration_sentences)
         if len(self.costs) != len(self.points):
             raise ValueError(f"{len(self.costs)} costs for {len(self.points)} points")
         self.slowdown = SlowdownTracker()
@@ -100,18 +111,46 @@ class DynamicTranslator:
     def set_budget(self, budget_ms: float) -> None:
         self.budget_ms = self._check_budget(budget_ms)
 
-    def calibrate(self, runs: int = 10) -> list[PointCost]:
-        """Each point's encoder and decoder time with the measurement protocol, at the current thread count."""
+    def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> list[PointCost]:
+        """Each point's cost model at the current thread count: the measurement protocol's encoder and decoder
+        times, then a least-squares fit of real translations of ``sentences`` (default: 12 synthetic ones of
+        4-40 subwords) against them, which adds what the protocol leaves out of serving a sentence."""
+        import numpy as np
         import torch
 
         threads = torch.get_num_threads()
+        sentences = list(sentences) if sentences is not None else self._synthetic_sentences()
         costs = []
-        for p in self.points:
+        for p, translator in zip(self.points, self.translators, strict=True):
             r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS, tgt_len=CALIBRATION_TOKENS,
                                 beam=self.beam, runs=runs, warmup=2, threads=threads)
-            costs.append(PointCost(r.encoder_ms, r.decoder_ms))
+            base = PointCost(r.encoder_ms, r.decoder_ms)
+            translator.hypotheses(sentences[:1])  # warm-up
+            rows, observed = [], []
+            for sentence in sentences:
+                start = time.perf_counter()
+                hyp = translator.hypotheses([sentence])[0]
+                observed.append((time.perf_counter() - start) * 1e3)
+                rows.append([1.0, base.protocol_ms(len(self.vocab.encode(sentence)) + 1, len(hyp.tokens) + 1)])
+            (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
+            if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
+                overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
+            costs.append(PointCost(r.encoder_ms, r.decoder_ms, float(overhead), float(scale)))
         self.costs = costs
         return costs
+
+    def _synthetic_sentences(self, count: int = 12, seed: int = 0) -> list[str]:
+        """Sentences of ordinary subwords, 4 to 40 long: timing needs lengths, not meaning."""
+        import random
+
+        rng = random.Random(seed)
+        vocab_size = self.model.weights(self.points[0].config).decoder_embed.shape[0]
+        out = []
+        for i in range(count):
+            length = 4 + round(36 * i / max(1, count - 1))
+            ids = [rng.randrange(4, vocab_size) for _ in range(length)]
+            out.append(self.vocab.decode(ids))
+        return [s for s in out if self.vocab.encode(s)] or ["."]
 
     # ------------------------------------------------------------------ serving
     def choose(self, src_tokens: int, budget_ms: float) -> tuple[int, float]:
@@ -163,7 +202,7 @@ class DynamicTranslator:
             "slowdown": round(self.slowdown.value, 4),
             "resources": self.monitor.read().to_dict(),
             "points": [{"id": p.id, "valid_loss": p.valid_loss, "bleu": p.bleu,
-                        "calibrated_ms": round(c.encoder_ms + c.decoder_ms, 3)}
+                        "calibrated_ms": round(c.expected_ms(CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3)}
                        for p, c in zip(self.points, self.costs, strict=True)],
             "recent_latency_ms": [round(r.latency_ms, 2) for r in recent],
             "switches": len(self.switches),
