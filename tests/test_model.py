@@ -16,6 +16,7 @@ SPACES = {name: load_space(name) for name in ("hat-wmt14-en-de", "multi30k-cpu",
 torch.manual_seed(0)
 MODELS = {name: SuperTransformer(space, ModelSettings(vocab_size=VOCAB)).eval() for name, space in SPACES.items()}
 ATOL = 1e-5
+RTOL = 1e-5  # float32 reassociation error grows with the value (log-probabilities reach ~ -15)
 
 
 def _batch(seed: int, batch: int = 3, src_len: int = 9, tgt_len: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,11 +37,11 @@ def test_inherited_matches_extracted(seed: int, name: str) -> None:
     dense = extract(model, config).eval()
     with torch.inference_mode():
         expected = model(src, prev, config=config)
-        torch.testing.assert_close(dense(src, prev), expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(dense(src, prev), expected, atol=ATOL, rtol=RTOL)
         state, dense_state = model.init_state(model.encode(src, config), config), dense.init_state(dense.encode(src))
         for t in range(prev.shape[1]):
             torch.testing.assert_close(dense.decode_step(prev[:, t], dense_state),
-                                       model.decode_step(prev[:, t], state, config), atol=ATOL, rtol=0)
+                                       model.decode_step(prev[:, t], state, config), atol=ATOL, rtol=RTOL)
 
 
 @settings(max_examples=20, deadline=None)
@@ -53,7 +54,7 @@ def test_incremental_equals_full_recomputation(seed: int, name: str) -> None:
         full = model(src, prev, config=config)
         state = model.init_state(model.encode(src, config), config)
         steps = torch.stack([model.decode_step(prev[:, t], state, config) for t in range(prev.shape[1])], dim=1)
-    torch.testing.assert_close(steps, full, atol=ATOL, rtol=0)
+    torch.testing.assert_close(steps, full, atol=ATOL, rtol=RTOL)
 
 
 def test_padding_does_not_change_a_sentence() -> None:
@@ -62,7 +63,7 @@ def test_padding_does_not_change_a_sentence() -> None:
     with torch.inference_mode():
         batched = model(src, prev, config=config)[0]
         alone = model(src[:1, :6], prev[:1], config=config)[0]
-    torch.testing.assert_close(batched, alone, atol=ATOL, rtol=0)
+    torch.testing.assert_close(batched, alone, atol=ATOL, rtol=RTOL)
 
 
 def test_set_config_uses_views_of_shared_weights() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from dynhat.runtime import (
     PointCost,
     SlowdownTracker,
 )
-from dynhat.runtime.scenario import Phase, Scenario, background_load, run_experiment
+from dynhat.runtime.monitor import FreeCores
+from dynhat.runtime.scenario import FIXED_THREADS, Phase, Scenario, background_load, run_experiment
 from dynhat.translate.translator import Translator
 
 COSTS = [PointCost(1.0, 1.0), PointCost(2.0, 2.0), PointCost(4.0, 4.0)]
@@ -135,7 +137,7 @@ def test_scenario_runs_dynamic_and_static_with_the_same_budgets(tmp_path: Path) 
                         budget_ms=60_000.0)
     src = sentences(12, seed=2)
     experiment = run_experiment(dyn, scenario, src, src, progress=False)
-    assert set(experiment.runs) == {"dynamic"} | {f"static {p.id}" for p in dyn.points}
+    assert set(experiment.runs) == {"dynamic", FIXED_THREADS} | {f"static {p.id}" for p in dyn.points}
     for reports in experiment.runs.values():
         assert [r.budget_ms for r in reports] == [60_000.0, 1e-3, 60_000.0]
     dynamic = experiment.runs["dynamic"]
@@ -143,3 +145,60 @@ def test_scenario_runs_dynamic_and_static_with_the_same_budgets(tmp_path: Path) 
     assert {r.point_index for r in dynamic[1].results} == {0}
     rows = experiment.table()
     assert {row["phase"] for row in rows} == {"a", "b", "c", "overall"}
+
+
+def test_free_cores_sees_a_busy_process_on_this_processs_cpu() -> None:
+    before = os.sched_getaffinity(0)
+    usage = psutil.cpu_percent(interval=0.3, percpu=True)
+    cpu = min(before, key=lambda c: usage[c])  # the quietest of ours
+    try:
+        os.sched_setaffinity(0, {cpu})
+        free = FreeCores(min_interval_s=0.1)
+        time.sleep(0.6)
+        quiet = free.read()
+        if quiet < 0.6:
+            pytest.skip(f"CPU {cpu} is already busy ({quiet:.2f} free)")
+        with background_load(1, [cpu]):
+            time.sleep(0.6)
+            free.read()  # the window that saw the load start
+            time.sleep(0.6)
+            loaded = free.read()
+    finally:
+        os.sched_setaffinity(0, before)
+    assert loaded < 0.4 < quiet - 0.2, (quiet, loaded)  # the busy process holds the one CPU
+
+
+class Reading:
+    """A settable free-core reading, to drive the thread decision through a script of machine states."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def read(self) -> float:
+        return self.value
+
+
+def test_threads_follow_the_free_cores_with_hysteresis_and_reset_the_slowdown(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    two = [PointCost(c.encoder_ms / 2, c.decoder_ms / 2) for c in COSTS]  # 2 threads twice as fast when free
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs={1: COSTS, 2: two}, threads=2)
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    reading = Reading(2.0)
+    dyn.free_cores = reading  # type: ignore[assignment]
+    src = sentences(3)
+    assert {r.threads for r in dyn.translate(src)} == {2}
+    dyn.slowdowns[2].update(50.0, 10.0)
+    for free, threads in ((1.8, 2), (1.7, 1), (1.8, 1), (1.95, 2), (0.2, 1)):
+        reading.value = free
+        assert dyn.translate_one(src[0]).threads == threads, free
+    assert dyn.slowdowns[2].value < 2.0  # reset when the machine changed, not the 5x learned before
+    dyn.set_threads(1)  # the cap wins over free cores
+    reading.value = 2.0
+    assert dyn.translate_one(src[0]).threads == 1
+    with pytest.raises(ValueError, match=r"calibrated for 1\.\.2"):
+        dyn.set_threads(3)
+    fixed = DynamicTranslator(model, vocab, library, 60_000.0, costs={1: COSTS, 2: two}, threads=2,
+                              adapt_threads=False)
+    fixed.free_cores = Reading(0.1)  # type: ignore[assignment]
+    assert fixed.translate_one(src[0]).threads == 2

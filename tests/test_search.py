@@ -184,3 +184,19 @@ def test_a_tight_constraint_near_the_fastest_still_searches(space: DesignSpace) 
     tight = latency(smallest(space)) * 1.03  # uniform samples almost never get this fast
     result = evolve(space, neg_params(space), latency, tight, SMALL, progress=False)
     assert result.latency_ms <= tight
+
+
+def test_library_of_a_reduced_space_carries_its_space(tmp_path: Path, space: DesignSpace) -> None:
+    from dynhat.search.reduce import reduce_space
+
+    reduced = reduce_space(space, [smallest(space)], name="only-small")  # not a shipped name, no YAML file
+    lib = PointLibrary([OperatingPoint(smallest(reduced), 80.0, 60.0, 3.9)], reduced.name,
+                       {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1, space_definition=reduced.to_dict())
+    lib.save(tmp_path / "points.yml")
+    back = PointLibrary.load(tmp_path / "points.yml")
+    assert back.design_space() == reduced
+    assert back.points[0].config == smallest(reduced)
+    lib.space_definition = None  # a library without the definition needs a space by name or path
+    lib.save(tmp_path / "bare.yml")
+    with pytest.raises(ConfigError, match="only-small"):
+        PointLibrary.load(tmp_path / "bare.yml")

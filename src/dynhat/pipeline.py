@@ -127,15 +127,22 @@ def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, A
         print(f"      {p.constraint_ms:>7.1f} ms: {p.id}  measured {p.measured_ms:.1f} ms, valid loss "
               f"{p.valid_loss:.3f}, BLEU {p.bleu}", flush=True)
 
-    scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
-    _say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
-    with pinned_resources(None, scenario.threads):
-        translator = DynamicTranslator(model, vocab, library, 1000.0, calibration_sentences=valid.src[:16])
-    experiment = run_experiment(translator, scenario, test.src, test.tgt)
-    table = write_experiment(experiment, run / "scenario")
+    report_path = run / "scenario" / "report.json"
+    if all((run / "scenario" / name).exists() for name in ("report.json", "table.md", "timeline.png")):
+        _say(5, f"scenario: reusing {report_path}")
+        rows = json.loads(report_path.read_text(encoding="utf-8"))["table"]
+        table = (run / "scenario" / "table.md").read_text(encoding="utf-8").rstrip("\n")
+    else:
+        scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
+        _say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
+        with pinned_resources(None, scenario.threads):
+            translator = DynamicTranslator(model, vocab, library, 1000.0, calibration_sentences=valid.src[:16])
+        experiment = run_experiment(translator, scenario, test.src, test.tgt)
+        table = write_experiment(experiment, run / "scenario")
+        rows = experiment.table()
     summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points": str(points_path),
                "latency_predictor_test": test_metrics, "drift": drift,
-               "scenario": [row for row in experiment.table() if row["phase"] == "overall"],
+               "scenario": [row for row in rows if row["phase"] == "overall"],
                "timeline": str(run / "scenario" / "timeline.png")}
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
     _say(6, f"summary ({run / 'summary.json'})")

@@ -61,13 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _reduce(args: argparse.Namespace) -> int:
     from dynhat.search.points import PointLibrary
     from dynhat.search.reduce import reduce_space, usage
-    from dynhat.space import load_space
 
     libraries = [PointLibrary.load(p) for p in args.libraries]
     spaces = {lib.space for lib in libraries}
     if len(spaces) > 1:
         raise ConfigError(f"the libraries come from different spaces {sorted(spaces)}; reduce one space at a time")
-    space = load_space(spaces.pop())
+    space = libraries[0].design_space()
     configs = [p.config for lib in libraries for p in lib.points]
     print(f"{len(configs)} operating points of {space.name}")
     print(f"{'dimension':<40} {'choices':<22} used (times)")

@@ -1,25 +1,30 @@
 """A translator that keeps meeting a latency budget by switching operating points of one SuperTransformer.
 
 All points share the SuperTransformer's weights: a switch is a look-up of the point's cached weight views (no
-copy, no reload). Each point gets a cost model from a short calibration with the measurement protocol (encoder
-and decoder time for a 30-token sentence), scaled to each sentence's length; the slowdown tracker turns it into
-what this request should take now, and the policy picks the point. A request runs entirely on the point chosen
-when it started, and its result says which point that was and how long it took.
+copy, no reload). Each point gets a cost model at each thread count from a short calibration with the measurement
+protocol (encoder and decoder time for a 30-token sentence), scaled to each sentence's length; the slowdown tracker
+of that thread count turns it into what this request should take now, and the policy picks the point. The thread
+count follows the cores that other processes leave free: intra-op threads that must share a core with a busy
+process stall every parallel region (measured in docs/runtime.md), so when cores are taken the translator uses
+fewer threads rather than fight for them. A request runs entirely on the point chosen when it started, and its
+result says which point and thread count that was and how long it took.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from dynhat.latency.measure import measure_latency
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
-from dynhat.runtime.monitor import ResourceMonitor, SlowdownTracker
+from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
 from dynhat.search.points import OperatingPoint, PointLibrary
 from dynhat.translate.translator import TextVocabulary, Translator
 
@@ -58,6 +63,7 @@ class TranslationResult:
     switched: bool
     switch_ms: float | None  # decision -> the new point's weights in use (a cached look-up)
     slowdown: float  # the tracker's value after this request
+    threads: int = 1  # intra-op threads this request ran with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,10 +78,20 @@ class SwitchEvent:
 
 
 class DynamicTranslator:
+    """Serves each request with the best point (and thread count) expected to meet the budget now.
+
+    ``threads`` caps the intra-op threads (default: torch's current count); with ``adapt_threads`` the translator
+    uses fewer when other processes take cores. ``costs`` skips the calibration: one list per thread count
+    (``{1: [...], 2: [...]}``), or one list for every count.
+    """
+
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
                  policy: Policy | None = None, beam: int = 4, calibrate_runs: int = 10,
-                 costs: Sequence[PointCost] | None = None, max_budget_ms: float = 60_000.0,
-                 calibration_sentences: Sequence[str] | None = None) -> None:
+                 costs: Sequence[PointCost] | Mapping[int, Sequence[PointCost]] | None = None,
+                 max_budget_ms: float = 60_000.0, calibration_sentences: Sequence[str] | None = None,
+                 threads: int | None = None, adapt_threads: bool = True) -> None:
+        import torch
+
         if not library.points:
             raise ValueError("the operating-point library is empty")
         self.model, self.vocab, self.beam = model.eval(), vocab, beam
@@ -87,14 +103,27 @@ class DynamicTranslator:
         self.policy = policy or HysteresisPolicy()
         self.max_budget_ms = max_budget_ms
         self.budget_ms = self._check_budget(budget_ms)
+        self.calibrated_threads = threads or torch.get_num_threads()
+        self.max_threads = self.calibrated_threads
+        self.adapt_threads = adapt_threads
         self.translators = [Translator(model, vocab, p.config, beam=beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
-        self.costs = list(costs) if costs is not None else self.calibrate(calibrate_runs, calibration_sentences)
-        if len(self.costs) != len(self.points):
-            raise ValueError(f"{len(self.costs)} costs for {len(self.points)} points")
-        self.slowdown = SlowdownTracker()
+        if costs is None:
+            self.costs_by_threads = self.calibrate(calibrate_runs, calibration_sentences)
+        elif isinstance(costs, Mapping):
+            self.costs_by_threads = {int(k): list(v) for k, v in costs.items()}
+        else:
+            self.costs_by_threads = {k: list(costs) for k in range(1, self.calibrated_threads + 1)}
+        for k in range(1, self.calibrated_threads + 1):
+            if len(self.costs_by_threads.get(k, ())) != len(self.points):
+                raise ValueError(f"costs at {k} thread(s): {len(self.costs_by_threads.get(k, ()))} for "
+                                 f"{len(self.points)} points")
+        self.slowdowns = {k: SlowdownTracker() for k in range(1, self.calibrated_threads + 1)}
         self.monitor = ResourceMonitor()
+        self.free_cores = FreeCores()
+        self.usable = self.max_threads
+        self.threads = self.max_threads
         self.length_ratio = 1.2  # output / source subwords, learned from traffic
         self.current: int | None = None
         self.switches: list[SwitchEvent] = []
@@ -111,33 +140,61 @@ class DynamicTranslator:
     def set_budget(self, budget_ms: float) -> None:
         self.budget_ms = self._check_budget(budget_ms)
 
-    def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> list[PointCost]:
-        """Each point's cost model at the current thread count: the measurement protocol's encoder and decoder
-        times, then a least-squares fit of real translations of ``sentences`` (default: 12 synthetic ones of
-        4-40 subwords) against them, which adds what the protocol leaves out of serving a sentence."""
+    def set_threads(self, threads: int) -> None:
+        """Cap the intra-op threads (up to the calibrated count), e.g. when the process is given fewer cores."""
+        if not 1 <= threads <= self.calibrated_threads:
+            raise ValueError(f"threads {threads}: calibrated for 1..{self.calibrated_threads}")
+        with self._lock:
+            self.max_threads = threads
+
+    @property
+    def costs(self) -> list[PointCost]:
+        """Each point's cost model at the calibrated (full) thread count."""
+        return self.costs_by_threads[self.calibrated_threads]
+
+    @property
+    def slowdown(self) -> SlowdownTracker:
+        return self.slowdowns[self.threads]
+
+    def full_resource_ms(self, index: int, src_tokens: int, out_tokens: int) -> float:
+        """Point ``index``'s calibrated latency for a sentence at its best thread count on an idle machine."""
+        return min(c[index].expected_ms(src_tokens, out_tokens) for c in self.costs_by_threads.values())
+
+    def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> dict[int, list[PointCost]]:
+        """Each point's cost model at 1..``calibrated_threads`` threads: the measurement protocol's encoder and
+        decoder times, then a least-squares fit of real translations of ``sentences`` (default: 12 synthetic ones
+        of 4-40 subwords) against them, which adds what the protocol leaves out of serving a sentence."""
         import numpy as np
         import torch
 
-        threads = torch.get_num_threads()
         sentences = list(sentences) if sentences is not None else self._synthetic_sentences()
-        costs = []
-        for p, translator in zip(self.points, self.translators, strict=True):
-            r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS, tgt_len=CALIBRATION_TOKENS,
-                                beam=self.beam, runs=runs, warmup=2, threads=threads)
-            base = PointCost(r.encoder_ms, r.decoder_ms)
-            translator.hypotheses(sentences[:1])  # warm-up
-            rows, observed = [], []
-            for sentence in sentences:
-                start = time.perf_counter()
-                hyp = translator.hypotheses([sentence])[0]
-                observed.append((time.perf_counter() - start) * 1e3)
-                rows.append([1.0, base.protocol_ms(len(self.vocab.encode(sentence)) + 1, len(hyp.tokens) + 1)])
-            (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
-            if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-                overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
-            costs.append(PointCost(r.encoder_ms, r.decoder_ms, float(overhead), float(scale)))
-        self.costs = costs
-        return costs
+        before = torch.get_num_threads()
+        by_threads: dict[int, list[PointCost]] = {}
+        try:
+            for threads in range(1, self.calibrated_threads + 1):
+                torch.set_num_threads(threads)
+                costs = []
+                for p, translator in zip(self.points, self.translators, strict=True):
+                    r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
+                                        tgt_len=CALIBRATION_TOKENS, beam=self.beam, runs=runs, warmup=2,
+                                        threads=threads)
+                    base = PointCost(r.encoder_ms, r.decoder_ms)
+                    translator.hypotheses(sentences[:1])  # warm-up
+                    rows, observed = [], []
+                    for sentence in sentences:
+                        start = time.perf_counter()
+                        hyp = translator.hypotheses([sentence])[0]
+                        observed.append((time.perf_counter() - start) * 1e3)
+                        rows.append([1.0, base.protocol_ms(len(self.vocab.encode(sentence)) + 1,
+                                                           len(hyp.tokens) + 1)])
+                    (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
+                    if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
+                        overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
+                    costs.append(PointCost(r.encoder_ms, r.decoder_ms, float(overhead), float(scale)))
+                by_threads[threads] = costs
+        finally:
+            torch.set_num_threads(before)
+        return by_threads
 
     def _synthetic_sentences(self, count: int = 12, seed: int = 0) -> list[str]:
         """Sentences of ordinary subwords, 4 to 40 long: timing needs lengths, not meaning."""
@@ -153,21 +210,54 @@ class DynamicTranslator:
         return [s for s in out if self.vocab.encode(s)] or ["."]
 
     # ------------------------------------------------------------------ serving
-    def choose(self, src_tokens: int, budget_ms: float) -> tuple[int, float]:
-        """(point index, expected ms) for a sentence of ``src_tokens`` subwords under ``budget_ms``, now."""
+    def usable_threads(self) -> int:
+        """Threads worth using now: the cap, the affinity set, the cgroup quota, and the cores others leave free.
+
+        Fewer at once when a core is taken (free < threads - 0.25); more only when the extra core is clearly free
+        (free >= threads + 0.9), so a reading near the line does not flip it. A change resets the slowdown
+        trackers: what they learned describes a machine that is no longer there.
+        """
+        cap = min(self.max_threads, len(os.sched_getaffinity(0)))
+        quota = cgroup_quota_cpus()
+        if quota is not None:
+            cap = min(cap, max(1, math.floor(quota)))
+        if not self.adapt_threads:
+            return cap
+        free = self.free_cores.read()
+        usable = min(self.usable, cap)
+        if free < usable - 0.25:
+            usable = max(1, math.floor(free + 0.25))
+        elif usable < cap and free >= usable + 0.9:
+            usable = min(cap, math.floor(free + 0.1))
+        if usable != self.usable:
+            self.slowdowns = {k: SlowdownTracker() for k in self.slowdowns}
+            self.usable = usable
+        return usable
+
+    def choose(self, src_tokens: int, budget_ms: float) -> tuple[int, float, int]:
+        """(point index, expected ms, threads) for a sentence of ``src_tokens`` subwords under ``budget_ms``, now."""
         out_guess = max(1, round(self.length_ratio * src_tokens))
-        slow = self.slowdown.value
-        candidates = [Candidate(i, c.expected_ms(src_tokens + 1, out_guess + 1) * slow, p.valid_loss)
-                      for i, (p, c) in enumerate(zip(self.points, self.costs, strict=True))]
+        usable = self.usable_threads()
+        candidates, threads = [], []
+        for i, p in enumerate(self.points):
+            # the thread count comes from the machine (usable) and the calibration (more threads do not always
+            # help a small point), never from the trackers: an unused count's tracker is stale
+            calibrated = {k: self.costs_by_threads[k][i].expected_ms(src_tokens + 1, out_guess + 1)
+                          for k in range(1, usable + 1)}
+            best = min(calibrated, key=lambda k: calibrated[k])
+            candidates.append(Candidate(i, calibrated[best] * self.slowdowns[best].value, p.valid_loss))
+            threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
-        return index, candidates[index].expected_ms
+        return index, candidates[index].expected_ms, threads[index]
 
     def translate_one(self, sentence: str, budget_ms: float | None = None) -> TranslationResult:
+        import torch
+
         budget = self.budget_ms if budget_ms is None else self._check_budget(budget_ms)
         src_tokens = len(self.vocab.encode(sentence))
         with self._lock:
             decided = time.perf_counter()
-            index, expected = self.choose(src_tokens, budget)
+            index, expected, threads = self.choose(src_tokens, budget)
             switched = index != self.current
             switch_ms = None
             if switched:
@@ -175,18 +265,21 @@ class DynamicTranslator:
                 switch_ms = (time.perf_counter() - decided) * 1e3
                 self.switches.append(SwitchEvent(decided - self._start, self.current, index, switch_ms))
                 self.current = index
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            self.threads = threads
         start = time.perf_counter()
         hyp = self.translators[index].hypotheses([sentence])[0]
         latency = (time.perf_counter() - start) * 1e3
         text = self.vocab.decode(hyp.tokens)
         out_tokens = len(hyp.tokens)
         with self._lock:
-            actual = self.costs[index].expected_ms(src_tokens + 1, out_tokens + 1)
-            slow = self.slowdown.update(latency, actual)
+            actual = self.costs_by_threads[threads][index].expected_ms(src_tokens + 1, out_tokens + 1)
+            slow = self.slowdowns[threads].update(latency, actual)
             if src_tokens:
                 self.length_ratio += 0.1 * (out_tokens / src_tokens - self.length_ratio)
         result = TranslationResult(text, self.points[index].id, index, latency, expected, budget, latency <= budget,
-                                   src_tokens, out_tokens, switched, switch_ms, slow)
+                                   src_tokens, out_tokens, switched, switch_ms, slow, threads)
         self.recent.append(result)
         return result
 
@@ -200,10 +293,12 @@ class DynamicTranslator:
             "budget_ms": self.budget_ms,
             "active_point": None if self.current is None else self.points[self.current].id,
             "slowdown": round(self.slowdown.value, 4),
+            "threads": self.threads,
+            "free_cores": round(self.free_cores.value, 2),
             "resources": self.monitor.read().to_dict(),
             "points": [{"id": p.id, "valid_loss": p.valid_loss, "bleu": p.bleu,
-                        "calibrated_ms": round(c.expected_ms(CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3)}
-                       for p, c in zip(self.points, self.costs, strict=True)],
+                        "calibrated_ms": round(self.full_resource_ms(i, CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3)}
+                       for i, p in enumerate(self.points)],
             "recent_latency_ms": [round(r.latency_ms, 2) for r in recent],
             "switches": len(self.switches),
         }

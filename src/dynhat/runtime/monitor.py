@@ -69,6 +69,46 @@ class ResourceMonitor:
                          freq.current if freq else None, gpu, torch.get_num_threads())
 
 
+class FreeCores:
+    """How many of this process's CPUs other processes leave free, from per-CPU busy time minus this process's own.
+
+    Readings closer together than ``min_interval_s`` return the last estimate: per-CPU times tick every 10 ms, so a
+    shorter window is mostly rounding. Intra-op threads beyond the free cores do not share a core gracefully (each
+    parallel region waits for its slowest thread), which is why the runtime sizes its thread count from this.
+    """
+
+    def __init__(self, min_interval_s: float = 0.2) -> None:
+        self.min_interval_s = min_interval_s
+        self._process = psutil.Process()
+        self._lock = threading.Lock()
+        self._cpus = tuple(sorted(os.sched_getaffinity(0)))
+        self._last = self._sample(self._cpus)
+        self.value = float(len(self._cpus))
+
+    def _sample(self, cpus: tuple[int, ...]) -> tuple[float, float, float]:
+        per_cpu = psutil.cpu_times(percpu=True)
+        busy = sum(per_cpu[c].user + per_cpu[c].system + getattr(per_cpu[c], "nice", 0.0)
+                   + getattr(per_cpu[c], "irq", 0.0) + getattr(per_cpu[c], "softirq", 0.0)
+                   for c in cpus if c < len(per_cpu))
+        own = self._process.cpu_times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def read(self) -> float:
+        cpus = tuple(sorted(os.sched_getaffinity(0)))
+        with self._lock:
+            if cpus != self._cpus:  # the affinity changed: start a new window on the new set
+                self._cpus, self._last, self.value = cpus, self._sample(cpus), float(len(cpus))
+                return self.value
+            if time.monotonic() - self._last[2] < self.min_interval_s:
+                return self.value
+            now = self._sample(cpus)
+            busy, own, wall = (b - a for a, b in zip(self._last, now, strict=True))
+            self._last = now
+            others = max(0.0, busy - own) / wall if wall > 0 else 0.0
+            self.value = max(0.0, len(cpus) - others)
+            return self.value
+
+
 class SlowdownTracker:
     """Observed / expected latency, smoothed: 1.0 = as calibrated, 2.0 = twice as slow.
 

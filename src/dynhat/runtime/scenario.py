@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import statistics
 from collections.abc import Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,14 +160,15 @@ class PhaseReport:
                 "p95_ms": round(sorted(lat)[max(0, round(0.95 * len(lat)) - 1)], 2),
                 "bleu": round(sacrebleu_bleu([r.text for r in self.results], self.references)[0], 2),
                 "switches": len(self.switch_ms), "adapt_sentences": over,
-                "points": sorted({r.point for r in self.results})}
+                "points": sorted({r.point for r in self.results}),
+                "threads": sorted({r.threads for r in self.results})}
 
 
 def typical_budget(translator: DynamicTranslator, factor: float, src_tokens: int) -> float:
     """``factor`` x the best point's calibrated latency for a ``src_tokens`` sentence at full resources."""
     best = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
     out = max(1, round(translator.length_ratio * src_tokens))
-    return factor * translator.costs[best].expected_ms(src_tokens + 1, out + 1)
+    return factor * translator.full_resource_ms(best, src_tokens + 1, out + 1)
 
 
 def phase_budgets(translator: DynamicTranslator, scenario: Scenario, sources: Sequence[str]) -> list[float]:
@@ -196,6 +198,7 @@ def run_scenario(translator: DynamicTranslator, scenario: Scenario, sources: Seq
         first_switch = len(translator.switches)
         results = []
         with resources(cpus, phase.threads or scenario.threads), background_load(phase.load, cpus):
+            translator.set_threads(phase.threads or scenario.threads)
             for sentence in sources[pos : pos + phase.sentences]:
                 results.append(translator.translate_one(sentence))
                 bar.update(1)
@@ -252,8 +255,12 @@ def plot_timeline(runs: dict[str, list[PhaseReport]], path: str | Path) -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=4, loc="lower right")
     points = [r.point_index for rep in dynamic for r in rep.results]
-    ax2.step(range(len(points)), points, where="post", color="black")
+    ax2.step(range(len(points)), points, where="post", color="black", label="point")
     ax2.set_ylabel("active point\n(0 = fastest)")
+    threads = ax2.twinx()
+    threads.step(range(len(points)), [r.threads for rep in dynamic for r in rep.results], where="post", color="C3",
+                 ls="--", label="threads")
+    threads.set_ylabel("threads", color="C3")
     ax2.set_xlabel("sentence")
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
@@ -273,19 +280,29 @@ class Experiment:
         return rows
 
 
+FIXED_THREADS = "dynamic, fixed threads"
+
+
 def run_experiment(translator: DynamicTranslator, scenario: Scenario, sources: Sequence[str],
                    references: Sequence[str], static: bool = True, progress: bool = True) -> Experiment:
-    """The dynamic translator, then (``static``) each of its points alone, through the same phases."""
+    """The dynamic translator; then (``static``) the same policy at the phases' thread counts (what switching
+    points alone achieves) and each point alone at those thread counts, through the same phases and budgets."""
+
+    def copy(policy: Any) -> DynamicTranslator:
+        return DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
+                                 policy, translator.beam, costs=translator.costs_by_threads,
+                                 threads=translator.calibrated_threads, adapt_threads=False)
+
+    fixed_threads = copy(deepcopy(translator.policy))  # the policy as it was before the dynamic run
     with resources(None, scenario.threads):
         budgets = phase_budgets(translator, scenario, sources)
         runs = {"dynamic": run_scenario(translator, scenario, sources, references, budgets, "dynamic", progress)}
         if static:
+            runs[FIXED_THREADS] = run_scenario(fixed_threads, scenario, sources, references, budgets,
+                                               FIXED_THREADS, progress)
             for i, point in enumerate(translator.points):
-                fixed = DynamicTranslator(translator.model, translator.vocab, translator.library,
-                                          translator.budget_ms, FixedPolicy(i), translator.beam,
-                                          costs=translator.costs)
-                runs[f"static {point.id}"] = run_scenario(fixed, scenario, sources, references, budgets,
-                                                          f"static {i}", progress)
+                runs[f"static {point.id}"] = run_scenario(copy(FixedPolicy(i)), scenario, sources, references,
+                                                          budgets, f"static {i}", progress)
     return Experiment(runs)
 
 
@@ -296,7 +313,8 @@ def default_scenario_path() -> Path:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    cols = ["run", "phase", "budget_ms", "within_pct", "mean_ms", "p95_ms", "bleu", "switches", "adapt_sentences"]
+    cols = ["run", "phase", "budget_ms", "within_pct", "mean_ms", "p95_ms", "bleu", "switches", "adapt_sentences",
+            "threads"]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")

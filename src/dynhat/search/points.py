@@ -5,6 +5,7 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     device: {cpu, logical_cores, torch}     # where the latencies were measured
     threads: 1                              # torch intra-op threads of every latency below
     space: multi30k-cpu                     # design space name (or YAML path)
+    space_definition: {HAT's space keys}    # the space itself, so a reduced or custom space needs no other file
     checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
     fitness: {valid_sentences, seed}        # validation subset of the losses
     points:                                 # fastest first
@@ -69,13 +70,20 @@ class PointLibrary:
     device: dict[str, Any]
     threads: int
     fitness: dict[str, Any] = field(default_factory=dict)
+    space_definition: dict[str, Any] | None = None
+
+    def design_space(self) -> DesignSpace:
+        if self.space_definition is not None:
+            return DesignSpace.from_dict(self.space_definition, source=f"space_definition of {self.space}")
+        return load_space(self.space)
 
     def sorted(self) -> list[OperatingPoint]:
         return sorted(self.points, key=lambda p: (p.measured_ms or p.predicted_ms, p.valid_loss))
 
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
-                "space": self.space, "checkpoint": self.checkpoint, "fitness": self.fitness,
+                "space": self.space, "space_definition": self.space_definition, "checkpoint": self.checkpoint,
+                "fitness": self.fitness,
                 "points": [p.to_dict() for p in self.sorted()]}
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
@@ -100,7 +108,12 @@ class PointLibrary:
             if actual != data["checkpoint"].get("sha256"):
                 raise DataError(f"{path}: its points belong to checkpoint sha256 {data['checkpoint'].get('sha256')} "
                                 f"({data['checkpoint'].get('path')}), but {checkpoint} has sha256 {actual}")
-        space = space or load_space(data["space"])
+        definition = data.get("space_definition")
+        if definition is not None and not isinstance(definition, dict):
+            raise ConfigError("expected a mapping of HAT space keys", source=str(path), field="space_definition")
+        if space is None:
+            space = (DesignSpace.from_dict(definition, source=f"{path}: space_definition") if definition
+                     else load_space(data["space"]))
         points = []
         for i, item in enumerate(data["points"]):
             where = f"{path}: points[{i}]"
@@ -114,5 +127,5 @@ class PointLibrary:
             if item.get("id") not in (None, config.id):
                 raise ConfigError(f"id {item['id']} does not match its configuration ({config.id})", source=where)
         return cls(points, data["space"], data["checkpoint"], data["device"], int(data["threads"]),
-                   data.get("fitness", {}))
+                   data.get("fitness", {}), definition)
 

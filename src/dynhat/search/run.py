@@ -109,7 +109,7 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
     library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
                            {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
                            {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
-                            "test_sentences": len(tests.src), "mode": settings.mode})
+                            "test_sentences": len(tests.src), "mode": settings.mode}, space.to_dict())
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
 
 
