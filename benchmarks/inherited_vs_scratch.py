@@ -1,0 +1,93 @@
+"""Inherited against from-scratch SubTransformers (the paper's Table I), with the same training budget.
+
+Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
+the same settings (updates, tokens per update, schedule) as the SuperTransformer; its configuration is read from the
+checkpoint's settings. Both are scored the same way: sacreBLEU on test_2016_flickr (beam 4, length penalty 0.6)
+and validation loss on all of val. Writes a section of docs/search.md.
+
+    python benchmarks/inherited_vs_scratch.py runs/full/checkpoint_best.pt runs/scratch/smallest/checkpoint_best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from docs_section import write_section
+
+from dynhat.data.fetch import load_multi30k, shared_data_dir
+from dynhat.errors import ConfigError
+from dynhat.latency.measure import machine_info
+from dynhat.space import SubTransformerConfig
+from dynhat.space.cost import count_params
+from dynhat.train.checkpoint import load_checkpoint
+from dynhat.translate.evaluate import evaluate, load_trained
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "search.md"
+HEADING = "## Inherited against from-scratch SubTransformers"
+
+
+def _budget(payload: dict[str, Any]) -> str:
+    state, settings = payload["state"], payload["settings"]
+    return (f"{state['update']} updates ({settings['max_tokens']} tokens each at most), "
+            f"{state['elapsed_s'] / 60:.0f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("supertransformer", help="SuperTransformer checkpoint (the inherited weights)")
+    parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    torch.set_num_threads(1)
+    root = shared_data_dir() / "multi30k"
+    test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
+    supernet, super_vocab = load_trained(args.supertransformer)
+    super_payload = load_checkpoint(args.supertransformer)
+
+    rows, budgets = [], [f"- SuperTransformer `{args.supertransformer}`: {_budget(super_payload)}"]
+    for path in args.scratch:
+        payload = load_checkpoint(path)
+        settings = payload["settings"]
+        if settings.get("sampling") != "fixed" or not settings.get("fixed_config"):
+            raise ConfigError("not a from-scratch run (sampling 'fixed' with a fixed-config expected)", source=path,
+                              field="settings.sampling")
+        config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
+        scratch, scratch_vocab = load_trained(path)
+        inherited = evaluate(supernet, super_vocab, config, test, valid)
+        alone = evaluate(scratch, scratch_vocab, config, test, valid)
+        params = count_params(config, supernet.space, len(super_vocab)).total
+        rows.append((config, params, inherited, alone))
+        budgets.append(f"- `{config.id}` from scratch `{path}`: {_budget(payload)}")
+        print(config.id, inherited.bleu.sacrebleu, alone.bleu.sacrebleu, flush=True)
+
+    lines = [HEADING, "",
+             f"Command: `python benchmarks/inherited_vs_scratch.py {args.supertransformer} {' '.join(args.scratch)}"
+             f"{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
+             f"{machine_info()['cpu']}). Training: `benchmarks/same-budget.yml` for every run (the from-scratch ones "
+             "with `--sampling fixed --fixed-config`), one thread each.", "", *budgets, "",
+             "sacreBLEU on test_2016_flickr (1,000 sentences, beam 4, length penalty 0.6); validation loss on all of "
+             "val (bits per token).", "",
+             "| SubTransformer | decoder layers | params | inherited BLEU | from scratch BLEU | inherited - scratch | "
+             "inherited loss | from scratch loss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for config, params, inherited, alone in rows:
+        a, b = inherited.bleu.sacrebleu, alone.bleu.sacrebleu
+        lines.append(f"| `{config.id}` | {config.decoder_layer_num} | {params / 1e6:.2f} M | {a:.2f} | {b:.2f} | "
+                     f"{a - b:+.2f} ({(a / b - 1) * 100 if b else float('nan'):+.1f} %) | {inherited.valid_loss:.3f} "
+                     f"| {alone.valid_loss:.3f} |")
+    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Design-space reduction, measured (step 5 of the method): original against reduced SuperTransformer, point by point.
+
+Both SuperTransformers were trained with the same budget (updates, tokens per update, schedule); the reduced one on
+the space that `dynhat reduce` wrote from the original's operating points. Each is searched here for the same latency
+constraints with the same search settings and the same latency predictor, every point is measured on the device and
+scored on the test set, and the two are compared at each constraint. Writes a section of docs/search.md.
+
+    python benchmarks/reduced_space.py runs/full/checkpoint_best.pt runs/reduced/checkpoint_best.pt \\
+        runs/main/latency_predictor.pt --family runs/main/operating_points.yml --cpu 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from docs_section import write_section
+
+from dynhat.data.fetch import load_multi30k, shared_data_dir
+from dynhat.latency.measure import machine_info
+from dynhat.latency.predictor import LatencyPredictor
+from dynhat.search.evolution import EvolutionSettings
+from dynhat.search.points import PointLibrary
+from dynhat.search.reduce import usage
+from dynhat.search.run import SearchReport, SearchSettings, predictor_latency, search_operating_points
+from dynhat.space.sampling import largest, smallest
+from dynhat.train.checkpoint import load_checkpoint
+from dynhat.translate.evaluate import load_trained
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "search.md"
+HEADING = "## Design-space reduction on this machine"
+
+
+def _budget(checkpoint: str) -> str:
+    payload = load_checkpoint(checkpoint)
+    state, settings = payload["state"], payload["settings"]
+    return (f"{state['update']} updates of ≤ {settings['max_tokens']} tokens, {state['elapsed_s'] / 60:.0f} min, "
+            f"best valid {state['best_valid']:.3f} bits")
+
+
+def _search(checkpoint: str, predictor: LatencyPredictor, constraints: tuple[float, ...], settings: SearchSettings,
+            out: Path) -> SearchReport:
+    model, vocab = load_trained(checkpoint)
+    root = shared_data_dir() / "multi30k"
+    report = search_operating_points(model, vocab, checkpoint, predictor, load_multi30k("val", root),
+                                     load_multi30k("test_2016_flickr", root), settings)
+    report.library.save(out)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("full", help="SuperTransformer checkpoint trained on the original space")
+    parser.add_argument("reduced", help="SuperTransformer checkpoint trained on the reduced space")
+    parser.add_argument("predictor", help="latency predictor of this machine")
+    parser.add_argument("--family", nargs="+", required=True, help="the operating-point libraries the reduced "
+                                                                   "space was derived from")
+    parser.add_argument("--points", type=int, default=5)
+    parser.add_argument("--population", type=int, default=40)
+    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--valid-sentences", type=int, default=100)
+    parser.add_argument("--verify-runs", type=int, default=50)
+    parser.add_argument("--out-dir", default=str(REPO / "runs" / "reduction"))
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    torch.set_num_threads(1)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    predictor = LatencyPredictor.load(args.predictor)
+    latency = predictor_latency(predictor)
+    full_space = load_trained(args.full)[0].space
+    reduced_space = load_trained(args.reduced)[0].space
+    # the constraints span what both spaces can reach, so that every point exists in both
+    lo = max(latency(smallest(full_space)), latency(smallest(reduced_space))) * 1.05
+    hi = min(latency(largest(full_space)), latency(largest(reduced_space)))
+    n = args.points
+    constraints = tuple(round(lo + (hi - lo) * i / max(1, n - 1), 1) for i in range(n))
+    parents = max(2, args.population // 5)
+    children = args.population - parents
+    evolution = EvolutionSettings(args.population, parents, children // 2, children - children // 2,
+                                  iterations=args.generations)
+    settings = SearchSettings(constraints, "pareto", args.valid_sentences, evolution=evolution,
+                              verify_runs=args.verify_runs)
+    reports = {name: _search(ckpt, predictor, constraints, settings, out / f"{name}.yml")
+               for name, ckpt in (("original", args.full), ("reduced", args.reduced))}
+
+    family = [p.config for lib in map(PointLibrary.load, args.family) for p in lib.points]
+    lines = [HEADING, "",
+             f"Command: `python benchmarks/reduced_space.py {args.full} {args.reduced} {args.predictor} --family "
+             f"{' '.join(args.family)} --points {n} --population {args.population} --generations "
+             f"{args.generations} --valid-sentences {args.valid_sentences}"
+             f"{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
+             f"{machine_info()['cpu']}, 1 thread). Libraries: `{out / 'original.yml'}`, `{out / 'reduced.yml'}`.", "",
+             f"Reduced space: the choices that the {len(family)} operating points of "
+             f"{', '.join(f'`{f}`' for f in args.family)} use; "
+             f"{full_space.num_configurations():,} configurations -> {reduced_space.num_configurations():,}.", "",
+             "| dimension | original choices | used (times) | dropped |", "| --- | --- | --- | --- |"]
+    for use in usage(full_space, family):
+        counts = ", ".join(f"{c}: {use.counts.get(c, 0)}" for c in use.choices)
+        lines.append(f"| {use.dimension} | {list(use.choices)} | {counts} | {list(use.dropped) or ''} |")
+    lines += ["", "Training budget (same settings, same number of updates):", "",
+              f"- original ({full_space.name}): {_budget(args.full)}",
+              f"- reduced ({reduced_space.name}): {_budget(args.reduced)}", "",
+              "Both searched with NSGA-II (population "
+              f"{args.population}, {args.generations} generations, {args.valid_sentences} validation sentences), the "
+              f"same predictor and constraints; measured latency: {args.verify_runs} runs of the protocol; sacreBLEU "
+              "on test_2016_flickr (1,000 sentences, beam 4).", "",
+              "| constraint (ms) | original: measured (ms) | loss | BLEU | reduced: measured (ms) | loss | BLEU | "
+              "BLEU change |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    changes = []
+    pairs = zip(reports["original"].library.sorted(), reports["reduced"].library.sorted(), strict=True)
+    for a, b in pairs:
+        changes.append(b.bleu - a.bleu)
+        lines.append(f"| {a.constraint_ms:g} | {a.measured_ms:.1f} (L{a.config.decoder_layer_num}) | "
+                     f"{a.valid_loss:.3f} | {a.bleu:.2f} | {b.measured_ms:.1f} (L{b.config.decoder_layer_num}) | "
+                     f"{b.valid_loss:.3f} | {b.bleu:.2f} | {b.bleu - a.bleu:+.2f} "
+                     f"({(b.bleu / a.bleu - 1) * 100:+.1f} %) |")
+    lines += ["", f"Mean BLEU change {sum(changes) / len(changes):+.2f}; search "
+                  f"{reports['original'].seconds / 60:.1f} min (original), {reports['reduced'].seconds / 60:.1f} min "
+                  "(reduced).", ""]
+    for name, report in reports.items():
+        for o in report.overshoots:
+            lines.append(f"Over its constraint ({name}): `{o['id']}` at {o['constraint_ms']:g} ms measured "
+                         f"{o['measured_ms']:.1f} ms (predicted {o['predicted_ms']:.1f}); searched again.\n")
+    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
