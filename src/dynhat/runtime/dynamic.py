@@ -214,8 +214,9 @@ class DynamicTranslator:
         """Threads worth using now: the cap, the affinity set, the cgroup quota, and the cores others leave free.
 
         Fewer at once when a core is taken (free < threads - 0.25); more only when the extra core is clearly free
-        (free >= threads + 0.9), so a reading near the line does not flip it. A change resets the slowdown
-        trackers: what they learned describes a machine that is no longer there.
+        (free >= threads + 0.9), so a reading near the line does not flip it. A change restarts the slowdown
+        trackers (what they learned describes a machine that is no longer there) at the fair-share slowdown
+        ``(others + k) / cpus`` of k threads beside the others' busy cores, which the next requests then correct.
         """
         cap = min(self.max_threads, len(os.sched_getaffinity(0)))
         quota = cgroup_quota_cpus()
@@ -230,7 +231,10 @@ class DynamicTranslator:
         elif usable < cap and free >= usable + 0.9:
             usable = min(cap, math.floor(free + 0.1))
         if usable != self.usable:
-            self.slowdowns = {k: SlowdownTracker() for k in self.slowdowns}
+            # start from a fair share of the CPUs: k threads among the others' busy cores get n / (others + k)
+            cpus = self.free_cores.cpus
+            others = max(0.0, cpus - free)
+            self.slowdowns = {k: SlowdownTracker(initial=max(1.0, (others + k) / cpus)) for k in self.slowdowns}
             self.usable = usable
         return usable
 

@@ -108,6 +108,10 @@ class FreeCores:
             self.value = max(0.0, len(cpus) - others)
             return self.value
 
+    @property
+    def cpus(self) -> int:
+        return len(self._cpus)
+
 
 class SlowdownTracker:
     """Observed / expected latency, smoothed: 1.0 = as calibrated, 2.0 = twice as slow.
@@ -116,11 +120,13 @@ class SlowdownTracker:
     new level quickly because one request's ratio is already a good estimate on a quiet CPU.
     """
 
-    def __init__(self, alpha: float = 0.5, history: int = 50) -> None:
+    def __init__(self, alpha: float = 0.5, history: int = 50, initial: float = 1.0) -> None:
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if initial <= 0:
+            raise ValueError(f"initial slowdown must be positive, got {initial}")
         self.alpha = alpha
-        self._log = 0.0
+        self._log = math.log(initial)
         self._lock = threading.Lock()
         self.recent: deque[tuple[float, float]] = deque(maxlen=history)  # (observed ms, expected ms)
 
