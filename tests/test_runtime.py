@@ -207,3 +207,15 @@ def test_threads_follow_the_free_cores_with_hysteresis_and_reset_the_slowdown(tm
                               adapt_threads=False)
     fixed.free_cores = Reading(0.1)  # type: ignore[assignment]
     assert fixed.translate_one(src[0]).threads == 2
+
+
+def test_planning_slowdown_covers_the_scatter_of_recent_ratios() -> None:
+    tracker = SlowdownTracker(alpha=0.5)
+    for ratio in [1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 2.5, 1.0, 1.0, 1.0]:
+        tracker.update(10.0 * ratio, 10.0)
+    assert tracker.value < 1.5  # the average has settled back
+    assert tracker.planning == pytest.approx(3.0)  # the 90th percentile of the last ten ratios
+    quiet = SlowdownTracker()
+    for _ in range(10):
+        quiet.update(10.0, 10.0)
+    assert quiet.planning == pytest.approx(1.0)

@@ -249,7 +249,7 @@ class DynamicTranslator:
             calibrated = {k: self.costs_by_threads[k][i].expected_ms(src_tokens + 1, out_guess + 1)
                           for k in range(1, usable + 1)}
             best = min(calibrated, key=lambda k: calibrated[k])
-            candidates.append(Candidate(i, calibrated[best] * self.slowdowns[best].value, p.valid_loss))
+            candidates.append(Candidate(i, calibrated[best] * self.slowdowns[best].planning, p.valid_loss))
             threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
         return index, candidates[index].expected_ms, threads[index]

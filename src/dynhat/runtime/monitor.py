@@ -117,8 +117,13 @@ class SlowdownTracker:
     """Observed / expected latency, smoothed: 1.0 = as calibrated, 2.0 = twice as slow.
 
     An exponential moving average in log space (a 2x slowdown and a 2x speed-up weigh the same), reset towards a
-    new level quickly because one request's ratio is already a good estimate on a quiet CPU.
+    new level quickly because one request's ratio is already a good estimate on a quiet CPU. Under competing load
+    the ratio also scatters from request to request (time slices), so decisions use ``planning``: the larger of
+    the average and the ``quantile`` of the last ``window`` ratios, which keeps that share of requests in budget.
     """
+
+    quantile = 0.9
+    window = 20
 
     def __init__(self, alpha: float = 0.5, history: int = 50, initial: float = 1.0) -> None:
         if not 0 < alpha <= 1:
@@ -133,6 +138,14 @@ class SlowdownTracker:
     @property
     def value(self) -> float:
         return math.exp(self._log)
+
+    @property
+    def planning(self) -> float:
+        with self._lock:
+            ratios = sorted(o / e for o, e in list(self.recent)[-self.window :])
+        if len(ratios) < 5:
+            return self.value
+        return max(self.value, ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))])
 
     def update(self, observed_ms: float, expected_ms: float) -> float:
         if observed_ms <= 0 or expected_ms <= 0:
