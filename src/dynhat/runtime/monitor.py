@@ -42,6 +42,12 @@ def cgroup_quota_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     return None if quota == "max" else int(quota) / int(period)
 
 
+def busy_seconds(times: Any) -> float:
+    """CPU seconds spent working in a ``psutil.cpu_times()`` reading (system-wide or one CPU's)."""
+    return (times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0)
+            + getattr(times, "softirq", 0.0))
+
+
 class ResourceMonitor:
     """Readings of the machine around this process; cheap enough to call per request (no sleeping)."""
 
@@ -51,11 +57,8 @@ class ResourceMonitor:
         self._last = self._times()
 
     def _times(self) -> tuple[float, float, float]:
-        total = psutil.cpu_times()
-        busy = total.user + total.system + getattr(total, "nice", 0.0) + getattr(total, "irq", 0.0) + getattr(
-            total, "softirq", 0.0)
         own = self._process.cpu_times()
-        return busy, own.user + own.system, time.monotonic()
+        return busy_seconds(psutil.cpu_times()), own.user + own.system, time.monotonic()
 
     def read(self) -> Resources:
         with self._lock:
@@ -87,10 +90,8 @@ class FreeCores:
 
     def _sample(self, cpus: tuple[int, ...]) -> tuple[float, float, float]:
         per_cpu = psutil.cpu_times(percpu=True)
-        busy = sum(per_cpu[c].user + per_cpu[c].system + getattr(per_cpu[c], "nice", 0.0)
-                   + getattr(per_cpu[c], "irq", 0.0) + getattr(per_cpu[c], "softirq", 0.0)
-                   for c in cpus if c < len(per_cpu))
         own = self._process.cpu_times()
+        busy = sum(busy_seconds(per_cpu[c]) for c in cpus if c < len(per_cpu))
         return busy, own.user + own.system, time.monotonic()
 
     def read(self) -> float:
