@@ -14,7 +14,7 @@ from helpers.toy_train import TOY_SPACE, make_trainer
 from dynhat.errors import ConfigError
 from dynhat.space import DesignSpace, largest, smallest
 from dynhat.train.checkpoint import load_checkpoint
-from dynhat.train.loss import label_smoothed_nll
+from dynhat.train.loss import distillation_loss, label_smoothed_nll
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
 from dynhat.train.trainer import update_configs
@@ -62,7 +62,22 @@ def test_sampling_per_update_is_reproducible() -> None:
                                                                        for u in range(20)]
     assert len({update_configs(s, space, u, None)[0] for u in range(20)}) > 10
     sandwich = update_configs(TrainSettings(sampling="sandwich"), space, 3, None)
-    assert sandwich[0] == smallest(space) and sandwich[-1] == largest(space)
+    assert sandwich[0] == largest(space) and sandwich[1] == smallest(space)
+    staged = TrainSettings(sampling="sandwich", largest_first_updates=5)
+    assert update_configs(staged, space, 4, None) == [largest(space)]
+    assert update_configs(staged, space, 5, None) == [*sandwich[:2], update_configs(s, space, 5, None)[0]]
+
+
+def test_distillation_loss_is_kl_to_the_teacher() -> None:
+    logits, target = torch.randn(2, 3, 7), torch.tensor([[4, 5, 1], [6, 1, 1]])
+    teacher = torch.log_softmax(torch.randn(2, 3, 7), -1)
+    keep = target.ne(1)
+    expected = torch.nn.functional.kl_div(torch.log_softmax(logits, -1)[keep], teacher[keep], log_target=True,
+                                          reduction="sum")
+    torch.testing.assert_close(distillation_loss(logits, teacher, target, ignore_index=1), expected)
+    assert float(distillation_loss(teacher, teacher, target, ignore_index=1)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ConfigError, match="distill"):
+        TrainSettings(distill=0.5)
 
 
 def test_training_lowers_loss_and_keeps_checkpoints(tmp_path) -> None:
@@ -107,13 +122,14 @@ def _same_log(a: str, b: str) -> bool:
 def test_two_ddp_processes_match_one_process(tmp_path) -> None:
     """torchrun with 2 gloo ranks == 1 process with twice the update frequency (same total batch).
 
-    Without dropout: one process draws both micro-batches' masks from one RNG stream, two ranks from two.
+    Sandwich with in-place distillation: the largest first, a smaller one's backward last. Without dropout: one
+    process draws both micro-batches' masks from one RNG stream, two ranks from two.
     """
     updates = 6
-    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one"), str(updates), "2", "sandwich", "0"], check=True,
-                   env=ENV)
+    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "one"), str(updates), "2", "sandwich", "0", "0.5"],
+                   check=True, env=ENV)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                    str(SCRIPT), str(tmp_path / "two"), str(updates), "1", "sandwich", "0"], check=True, env=ENV,
+                    str(SCRIPT), str(tmp_path / "two"), str(updates), "1", "sandwich", "0", "0.5"], check=True, env=ENV,
                    timeout=300)
     one = torch.load(tmp_path / "one" / "final_rank0.pt")
     r0, r1 = (torch.load(tmp_path / "two" / f"final_rank{r}.pt") for r in (0, 1))

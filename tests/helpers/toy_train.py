@@ -46,7 +46,7 @@ def toy_batches(count: int, seed: int) -> list[ToyBatch]:
 
 
 def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling: str = "uniform",
-                 dropout: float = 0.3) -> Trainer:
+                 dropout: float = 0.3, distill: float = 0.0) -> Trainer:
     train = toy_batches(16, 0)
 
     def epoch_batches(epoch: int) -> list[ToyBatch]:
@@ -56,7 +56,7 @@ def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling:
 
     settings = TrainSettings(max_updates=max_updates, update_freq=update_freq, sampling=sampling, vocab_size=VOCAB,
                              validate_every=10, save_every=3, warmup_updates=5, max_lr=2e-3,
-                             dropout=dropout, attention_dropout=dropout / 3)
+                             dropout=dropout, attention_dropout=dropout / 3, distill=distill)
     return Trainer(settings, DesignSpace.from_dict(TOY_SPACE), VOCAB, run_dir, epoch_batches, toy_batches(2, 1))
 
 
@@ -64,9 +64,10 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     init_distributed()
     run_dir, updates, update_freq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    # argv: run_dir updates update_freq [sampling] [dropout]; rank files are written by every rank
+    # argv: run_dir updates update_freq [sampling] [dropout] [distill]; rank files are written by every rank
     sampling = sys.argv[4] if len(sys.argv) > 4 else "uniform"
-    trainer = make_trainer(run_dir, updates, update_freq, sampling, float(sys.argv[5]) if len(sys.argv) > 5 else 0.3)
+    dropout, distill = (float(sys.argv[i]) if len(sys.argv) > i else d for i, d in ((5, 0.3), (6, 0.0)))
+    trainer = make_trainer(run_dir, updates, update_freq, sampling, dropout, distill)
     trainer.resume()
     trainer.train(progress=False)
     rank_file = Path(run_dir) / f"final_rank{trainer.rank}.pt"

@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
     train.add_argument("--sampling", choices=["uniform", "sandwich", "fixed"], default=None)
     train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
+    train.add_argument("--largest-first-updates", type=int, default=None,
+                       help="first updates train only the largest SubTransformer (progressive shrinking)")
+    train.add_argument("--distill", type=float, default=None,
+                       help="in-place distillation weight (sandwich: the largest teaches the others)")
     train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     train.set_defaults(func=_train)
 
@@ -31,7 +35,9 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainSettings.from_yaml(args.config) if args.config else TrainSettings()
     overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates,
                                    "max_minutes": args.max_minutes, "sampling": args.sampling,
-                                   "fixed_config": args.fixed_config, "threads": args.threads}.items()
+                                   "fixed_config": args.fixed_config, "threads": args.threads,
+                                   "largest_first_updates": args.largest_first_updates,
+                                   "distill": args.distill}.items()
                  if v is not None}
     settings = replace(settings, **overrides)
     if settings.threads:

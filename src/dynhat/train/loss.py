@@ -23,6 +23,13 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, ignore_in
     return (1.0 - epsilon) * nll + eps_i * smooth, nll
 
 
+def distillation_loss(logits: Tensor, teacher_lprobs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """Summed KL(teacher || student) over non-pad targets, in nats: in-place distillation's soft-target loss."""
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    kl = (teacher_lprobs.exp() * (teacher_lprobs - lprobs)).sum(dim=-1)
+    return kl[target.ne(ignore_index)].sum()
+
+
 def to_base2(nats_per_token: float) -> float:
     """fairseq (and so HAT) reports losses in bits per token."""
     return nats_per_token / math.log(2)

@@ -40,6 +40,8 @@ class TrainSettings:
     label_smoothing: float = 0.1
     sampling: str = "uniform"  # HAT: one uniformly sampled SubTransformer per update
     fixed_config: str | None = None  # HAT SubTransformer YAML, for sampling="fixed" (train it from scratch)
+    largest_first_updates: int = 0  # OFA's progressive shrinking, first stage: these updates train only the largest
+    distill: float = 0.0  # in-place distillation (BigNAS): weight of the largest's output as the others' target
     validate_every: int = 500
     save_every: int = 250
     max_positions: int = 256
@@ -52,6 +54,13 @@ class TrainSettings:
             raise ConfigError(f"{self.sampling!r} is not one of {list(SAMPLING)}", field="sampling")
         if self.sampling == "fixed" and not self.fixed_config:
             raise ConfigError("sampling 'fixed' needs fixed-config (a SubTransformer YAML)", field="fixed-config")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.distill}", field="distill")
+        if self.distill > 0 and self.sampling != "sandwich":
+            raise ConfigError("distillation needs sampling 'sandwich' (the largest is the teacher in each update)",
+                              field="distill")
+        if self.largest_first_updates < 0:
+            raise ConfigError(f"must be >= 0, got {self.largest_first_updates}", field="largest-first-updates")
         for name in ("max_tokens", "update_freq", "max_updates", "validate_every", "save_every", "vocab_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name.replace("_", "-"))

@@ -34,7 +34,7 @@ from dynhat.io import atomic_write_text
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample, smallest
 from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dynhat.train.loss import label_smoothed_nll, to_base2
+from dynhat.train.loss import distillation_loss, label_smoothed_nll, to_base2
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
 
@@ -62,14 +62,18 @@ def update_configs(settings: TrainSettings, space: DesignSpace, update: int,
                    fixed: SubTransformerConfig | None) -> list[SubTransformerConfig]:
     """The SubTransformers trained in update ``update``; the same on every rank and after a resume.
 
-    Sandwich order ends with the largest so that, under DDP, the synchronising backward uses every parameter.
+    The largest comes first in a sandwich: it is the teacher of the others under in-place distillation. (Under DDP
+    the parameters that the last backward leaves unused are still reduced: ``find_unused_parameters`` counts the
+    ``no_sync`` backwards as use.)
     """
     if settings.sampling == "fixed":
         assert fixed is not None
         return [fixed]
+    if update < settings.largest_first_updates:
+        return [largest(space)]
     drawn = sample(space, random.Random(settings.seed * 1_000_003 + update))
     if settings.sampling == "sandwich":
-        return [smallest(space), drawn, largest(space)]
+        return [largest(space), smallest(space), drawn]
     return [drawn]
 
 
@@ -215,14 +219,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.world / (total_tokens * len(configs))  # DDP averages over ranks; undo that, then per token
         loss_sum = nll_sum = 0.0
-        jobs = [(b, c) for c in configs for b in batches]
-        for i, (batch, config) in enumerate(jobs):
+        alpha = self.settings.distill if len(configs) > 1 else 0.0
+        teacher: list[Tensor] = []  # the largest's log-probabilities per micro-batch, when distilling
+        jobs = [(j, b, c) for c in configs for j, b in enumerate(batches)]
+        for i, (j, batch, config) in enumerate(jobs):
             sync = self.ddp is None or i == len(jobs) - 1
             with _maybe_no_sync(self.ddp, sync):
                 logits = module(batch.src_tokens, batch.prev_output_tokens, config=config)
                 loss, nll = label_smoothed_nll(logits, batch.target, self.settings.label_smoothing,
                                                self.model.padding_idx)
-                (loss * scale).backward()
+                objective = loss
+                if alpha and i < len(batches):
+                    teacher.append(torch.log_softmax(logits.detach().float(), dim=-1))
+                elif alpha:
+                    kd = distillation_loss(logits, teacher[j], batch.target, self.model.padding_idx)
+                    objective = (1.0 - alpha) * loss + alpha * kd
+                (objective * scale).backward()
             loss_sum, nll_sum = loss_sum + float(loss.detach()), nll_sum + float(nll.detach())
         if self.settings.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_norm)
