@@ -14,7 +14,8 @@ import pytest
 import yaml
 from helpers.toy_train import TOY_SPACE
 
-from dynhat.errors import DataError
+from dynhat.errors import ConfigError, DataError
+from dynhat.latency import collect as collect_module
 from dynhat.latency.collect import (
     PROBE,
     SAMPLE,
@@ -28,6 +29,7 @@ from dynhat.latency.collect import (
 )
 from dynhat.latency.features import layer_feature_names
 from dynhat.latency.predictor import EnsemblePredictor
+from dynhat.model.supertransformer import ModelSettings, SuperTransformer
 from dynhat.space import load_space
 from dynhat.space.sampling import middle
 
@@ -43,6 +45,26 @@ def settings(space: str, **kw: object) -> CollectSettings:
     base = {"space": space, "configs": 9, "runs": 3, "warmup": 1, "src_len": 6, "tgt_len": 4, "beam": 2,
             "probe_every": 4, "vocab_size": 24}
     return CollectSettings(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_disturbed_rows_are_measured_again_and_the_steadiest_kept(toy_space: str, monkeypatch) -> None:
+    results = []
+
+    def recorded(*args, **kwargs):  # the real measurement, counted
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    real = collect_module.measure_latency
+    monkeypatch.setattr(collect_module, "measure_latency", recorded)
+    space = load_space(toy_space)
+    model = SuperTransformer(space, ModelSettings(vocab_size=24))
+    steady = collect_module.measure(model, middle(space), settings(toy_space, runs=6, max_spread=10.0, retries=3))
+    assert len(results) == 1 and steady is results[0]
+    results.clear()
+    kept = collect_module.measure(model, middle(space), settings(toy_space, runs=6, max_spread=1e-12, retries=3))
+    assert len(results) == 4 and collect_module.spread(kept) == min(map(collect_module.spread, results))
+    with pytest.raises(ConfigError, match="max_spread"):
+        settings(toy_space, max_spread=0)
 
 
 def test_collection_measures_each_planned_config_once_between_probes(toy_space: str, tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              ("src-len", int, "source tokens"), ("tgt-len", int, "decoder steps"),
                              ("beam", int, "decoder batch"), ("probe-every", int, "reference probe interval"),
                              ("reference", str, "reference configuration: largest, smallest, middle or a YAML"),
-                             ("vocab-size", int, "output vocabulary")):
+                             ("vocab-size", int, "output vocabulary"),
+                             ("max-spread", float, "re-measure a row whose kept runs vary more (std / mean)"),
+                             ("retries", int, "re-measurements of a disturbed row")):
         default = getattr(defaults, name.replace("-", "_"))
         collect.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
     collect.add_argument("--cpu", type=int, nargs="+", default=None, help="pin to these CPUs")
