@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from dynhat.latency.collect import CollectSettings, collect
+from dynhat.latency.settings import CollectSettings
 from dynhat.latency.table import LatencyTable
 
 
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _collect(args: argparse.Namespace) -> int:
     import contextlib
 
-    from dynhat.latency.collect import load_collection
+    from dynhat.latency.collect import collect, load_collection
     from dynhat.latency.measure import pinned
 
     names = [f.name for f in dataclasses.fields(CollectSettings)]

@@ -1,16 +1,10 @@
-"""The whole method on the embedded default (Multi30k, CPU-scale space), each step resumable in one run directory.
-
-fetch -> train the SuperTransformer (time budget; resumed) -> collect this machine's latency dataset (resumed) ->
-fit the predictor -> search operating points (NSGA-II front, verified on the device) -> scenario (dynamic against
-static while resources change) -> summary. A step whose output already exists is reused, so a second call picks up
-where the first stopped and a finished run is only summarised again.
-"""
+"""Runs the pipeline's steps in order (``dynhat.pipeline``), each reused when its output exists."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +15,7 @@ from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
 from dynhat.io import atomic_write_text
 from dynhat.latency.collect import CollectSettings, collect, load_collection
 from dynhat.latency.predictor import EnsemblePredictor, LatencyPredictor
+from dynhat.pipeline.settings import PipelineSettings
 from dynhat.runtime.dynamic import DynamicTranslator
 from dynhat.runtime.scenario import Scenario, default_scenario_path, run_experiment, write_experiment
 from dynhat.runtime.scenario import resources as pinned_resources
@@ -33,23 +28,6 @@ from dynhat.train.settings import TrainSettings
 from dynhat.translate.evaluate import load_trained
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    run_dir: str = "runs/main"
-    train_minutes: float = 12.0
-    checkpoint: str | None = None  # a SuperTransformer trained already (e.g. the 2-hour run): no training step
-    latency_configs: int = 100
-    latency_runs: int = 20
-    constraints: int = 5  # operating points, evenly spread between the fastest and the largest SubTransformer
-    population: int = 40
-    generations: int = 10
-    valid_sentences: int = 100
-    test_sentences: int = 300
-    scenario: str | None = None  # phases YAML (default: the shipped one)
-    threads: int = 1
-    cache_dir: str | None = None
-
-
 def default_train_settings() -> TrainSettings:
     with resources.as_file(resources.files("dynhat") / "configs" / "multi30k-cpu.yml") as path:
         return TrainSettings.from_yaml(path)
@@ -59,7 +37,8 @@ def _say(step: int, text: str) -> None:
     print(f"[{step}/6] {text}", flush=True)
 
 
-def run_pipeline(settings: PipelineSettings = PipelineSettings()) -> dict[str, Any]:
+def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or PipelineSettings()
     run = Path(settings.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     mirror = shared_data_dir() / "multi30k"

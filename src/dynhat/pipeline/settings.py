@@ -1,0 +1,22 @@
+"""The pipeline's settings: kept apart from ``run`` so the CLI's help needs no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    run_dir: str = "runs/main"
+    train_minutes: float = 12.0
+    checkpoint: str | None = None  # a SuperTransformer trained already (e.g. the 2-hour run): no training step
+    latency_configs: int = 100
+    latency_runs: int = 20
+    constraints: int = 5  # operating points, evenly spread between the fastest and the largest SubTransformer
+    population: int = 40
+    generations: int = 10
+    valid_sentences: int = 100
+    test_sentences: int = 300
+    scenario: str | None = None  # phases YAML (default: the shipped one)
+    threads: int = 1
+    cache_dir: str | None = None
