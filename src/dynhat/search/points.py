@@ -78,7 +78,8 @@ class PointLibrary:
         return load_space(self.space)
 
     def sorted(self) -> list[OperatingPoint]:
-        return sorted(self.points, key=lambda p: (p.measured_ms or p.predicted_ms, p.valid_loss))
+        """In constraint order: one row per constraint, even where one configuration won several."""
+        return sorted(self.points, key=lambda p: (p.constraint_ms, p.measured_ms or p.predicted_ms))
 
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
