@@ -74,7 +74,8 @@ def test_distillation_loss_is_kl_to_the_teacher() -> None:
     keep = target.ne(1)
     expected = torch.nn.functional.kl_div(torch.log_softmax(logits, -1)[keep], teacher[keep], log_target=True,
                                           reduction="sum")
-    torch.testing.assert_close(distillation_loss(logits, teacher, target, ignore_index=1), expected)
+    torch.testing.assert_close(distillation_loss(torch.log_softmax(logits, -1), teacher, target, ignore_index=1),
+                               expected)
     assert float(distillation_loss(teacher, teacher, target, ignore_index=1)) == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ConfigError, match="distill"):
         TrainSettings(distill=0.5)

@@ -14,7 +14,12 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, ignore_in
 
     fairseq spreads ``epsilon`` uniformly over the whole vocabulary: loss = (1 - eps) * nll + eps / V * sum(-logp).
     """
-    lprobs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.shape[-1])
+    return label_smoothed_nll_of(F.log_softmax(logits.float(), dim=-1), target, epsilon, ignore_index)
+
+
+def label_smoothed_nll_of(lprobs: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """``label_smoothed_nll`` from log-probabilities, for callers that need them for another loss too."""
+    lprobs = lprobs.view(-1, lprobs.shape[-1])
     target = target.reshape(-1, 1)
     keep = target.ne(ignore_index)
     nll = -lprobs.gather(dim=-1, index=target)[keep].sum()
@@ -23,9 +28,8 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, ignore_in
     return (1.0 - epsilon) * nll + eps_i * smooth, nll
 
 
-def distillation_loss(logits: Tensor, teacher_lprobs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+def distillation_loss(lprobs: Tensor, teacher_lprobs: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     """Summed KL(teacher || student) over non-pad targets, in nats: in-place distillation's soft-target loss."""
-    lprobs = F.log_softmax(logits.float(), dim=-1)
     kl = (teacher_lprobs.exp() * (teacher_lprobs - lprobs)).sum(dim=-1)
     return kl[target.ne(ignore_index)].sum()
 

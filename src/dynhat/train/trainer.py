@@ -34,7 +34,7 @@ from dynhat.io import atomic_write_text
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample, smallest
 from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dynhat.train.loss import distillation_loss, label_smoothed_nll, to_base2
+from dynhat.train.loss import distillation_loss, label_smoothed_nll, label_smoothed_nll_of, to_base2
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
 
@@ -226,13 +226,14 @@ class Trainer:
             sync = self.ddp is None or i == len(jobs) - 1
             with _maybe_no_sync(self.ddp, sync):
                 logits = module(batch.src_tokens, batch.prev_output_tokens, config=config)
-                loss, nll = label_smoothed_nll(logits, batch.target, self.settings.label_smoothing,
-                                               self.model.padding_idx)
+                lprobs = torch.log_softmax(logits.float(), dim=-1)
+                loss, nll = label_smoothed_nll_of(lprobs, batch.target, self.settings.label_smoothing,
+                                                  self.model.padding_idx)
                 objective = loss
                 if alpha and i < len(batches):
-                    teacher.append(torch.log_softmax(logits.detach().float(), dim=-1))
+                    teacher.append(lprobs.detach())
                 elif alpha:
-                    kd = distillation_loss(logits, teacher[j], batch.target, self.model.padding_idx)
+                    kd = distillation_loss(lprobs, teacher[j], batch.target, self.model.padding_idx)
                     objective = (1.0 - alpha) * loss + alpha * kd
                 (objective * scale).backward()
             loss_sum, nll_sum = loss_sum + float(loss.detach()), nll_sum + float(nll.detach())
