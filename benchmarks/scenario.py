@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("points")
     parser.add_argument("--scenario", default=None)
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "scenario"))
+    parser.add_argument("--section", default=HEADING, help="docs/runtime.md section to write")
+    parser.add_argument("--png", default="scenario_timeline.png", help="timeline file name under docs/")
     args = parser.parse_args()
     scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
     model, vocab = load_trained(args.checkpoint)
@@ -55,7 +57,7 @@ def main() -> None:
                                        calibration_sentences=valid.src[:16])
     experiment = run_experiment(translator, scenario, test.src, test.tgt)
     write_experiment(experiment, args.out_dir)
-    plot_timeline(experiment.runs, REPO / "docs" / "scenario_timeline.png")
+    plot_timeline(experiment.runs, REPO / "docs" / args.png)
 
     totals = {label: overall(reports) for label, reports in experiment.runs.items()}
     dynamic = totals["dynamic"]
@@ -78,7 +80,13 @@ def main() -> None:
          dynamic["max_adapt_sentences"] <= 3),
     ]
     info = machine_info()
-    lines = [HEADING, "", f"Command: `python benchmarks/scenario.py {args.checkpoint} {args.points}` "
+    extra = [f"--scenario {args.scenario}"] if args.scenario else []
+    if args.section != HEADING:
+        extra.append(f"--section '{args.section}'")
+    if args.png != "scenario_timeline.png":
+        extra.append(f"--png {args.png}")
+    command = " ".join(["python benchmarks/scenario.py", args.checkpoint, args.points, *extra])
+    lines = [args.section, "", f"Command: `{command}` "
              f"({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']}); "
              f"scenario `{args.scenario or 'src/dynhat/configs/scenario.yml'}`, {len(translator.points)} operating "
              f"points, {sum(p.sentences for p in scenario.phases)} test_2016_flickr sentences per run, beam 4.", "",
@@ -90,8 +98,8 @@ def main() -> None:
               markdown_table([r for r in experiment.table() if r["run"] in ("dynamic", FIXED_THREADS, best_label)
                               and r["phase"] != "overall"]), "",
               markdown_table([r for r in experiment.table() if r["phase"] == "overall"]), "",
-              "![timeline](scenario_timeline.png)", ""]
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Runtime")
+              f"![timeline]({args.png})", ""]
+    write_section(DOCS, args.section, "\n".join(lines) + "\n", "# Runtime")
     print("\n".join(lines))
 
 
