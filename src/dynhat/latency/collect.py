@@ -244,16 +244,17 @@ def measure(model: Seq2SeqModel, config: SubTransformerConfig, settings: Collect
     """A disturbed measurement (spread over ``max_spread``) is taken again, up to ``retries`` times, and the
     fastest is kept: other processes only ever add time, and a uniformly slow measurement (a cold start, a
     sustained competitor) can look steady, so the lowest mean, not the lowest spread, is the least disturbed."""
-    best = None
-    for _ in range(1 + settings.retries):
-        result = measure_latency(model, config, src_len=settings.src_len, tgt_len=settings.tgt_len,
-                                 beam=settings.beam, runs=settings.runs, warmup=settings.warmup,
-                                 threads=settings.threads)
-        if best is None or result.total_ms < best.total_ms:
-            best = result
+    def once() -> LatencyResult:
+        return measure_latency(model, config, src_len=settings.src_len, tgt_len=settings.tgt_len,
+                               beam=settings.beam, runs=settings.runs, warmup=settings.warmup,
+                               threads=settings.threads)
+
+    best = result = once()
+    for _ in range(settings.retries):
         if spread(result) <= settings.max_spread:
             break
-    assert best is not None
+        result = once()
+        best = min(best, result, key=lambda r: r.total_ms)
     return best
 
 
