@@ -113,6 +113,23 @@ def test_killed_run_resumes_as_if_never_stopped(tmp_path) -> None:
     assert _same_log(a["log"], b["log"])
 
 
+def test_a_run_forks_from_another_onto_a_reduced_space(tmp_path) -> None:
+    first = make_trainer(str(tmp_path / "full"), max_updates=6)
+    first.train(progress=False)
+    start = str(tmp_path / "full" / "checkpoint_last.pt")
+    reduced = {**TOY_SPACE, "decoder-layer-num-choice": [2], "decoder-ffn-embed-dim-choice": [32]}
+    fork = make_trainer(str(tmp_path / "reduced"), max_updates=10, space=reduced, init_from=start)
+    assert fork.resume() and fork.state.update == 6
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, fork.model.state_dict()[key]), key
+    fork.train(progress=False)
+    payload = load_checkpoint(tmp_path / "reduced" / "checkpoint_last.pt")
+    assert payload["state"]["update"] == 10 and list(payload["space"]["decoder-layer-num-choice"]) == [2]
+    narrower = {**TOY_SPACE, "encoder-ffn-embed-dim": 16, "encoder-ffn-embed-dim-choice": [16]}
+    with pytest.raises(ConfigError, match=r"full/checkpoint_last\.pt: the checkpoint's SuperTransformer has other"):
+        make_trainer(str(tmp_path / "narrow"), max_updates=10, space=narrower, init_from=start).resume()
+
+
 def _same_log(a: str, b: str) -> bool:
     """Logs match except the timing columns."""
     def strip(text: str) -> list[list[str]]:

@@ -46,7 +46,8 @@ def toy_batches(count: int, seed: int) -> list[ToyBatch]:
 
 
 def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling: str = "uniform",
-                 dropout: float = 0.3, distill: float = 0.0) -> Trainer:
+                 dropout: float = 0.3, distill: float = 0.0, space: dict | None = None,
+                 init_from: str | None = None) -> Trainer:
     train = toy_batches(16, 0)
 
     def epoch_batches(epoch: int) -> list[ToyBatch]:
@@ -56,8 +57,9 @@ def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling:
 
     settings = TrainSettings(max_updates=max_updates, update_freq=update_freq, sampling=sampling, vocab_size=VOCAB,
                              validate_every=10, save_every=3, warmup_updates=5, max_lr=2e-3,
-                             dropout=dropout, attention_dropout=dropout / 3, distill=distill)
-    return Trainer(settings, DesignSpace.from_dict(TOY_SPACE), VOCAB, run_dir, epoch_batches, toy_batches(2, 1))
+                             dropout=dropout, attention_dropout=dropout / 3, distill=distill, init_from=init_from)
+    return Trainer(settings, DesignSpace.from_dict(space or TOY_SPACE), VOCAB, run_dir, epoch_batches,
+                   toy_batches(2, 1))
 
 
 if __name__ == "__main__":

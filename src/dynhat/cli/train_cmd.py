@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="first updates train only the largest SubTransformer (progressive shrinking)")
     train.add_argument("--distill", type=float, default=None,
                        help="in-place distillation weight (sandwich: the largest teaches the others)")
+    train.add_argument("--init-from", default=None,
+                       help="start from another run's checkpoint (also on a reduced space of the same shapes)")
     train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     train.set_defaults(func=_train)
 
@@ -37,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
                                    "max_minutes": args.max_minutes, "sampling": args.sampling,
                                    "fixed_config": args.fixed_config, "threads": args.threads,
                                    "largest_first_updates": args.largest_first_updates,
-                                   "distill": args.distill}.items()
+                                   "distill": args.distill, "init_from": args.init_from}.items()
                  if v is not None}
     settings = replace(settings, **overrides)
     if settings.threads:

@@ -53,7 +53,8 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
                   valid: ParallelCorpus) -> tuple[Trainer, Vocabulary]:
     """A trainer for ``run_dir`` (resumed from its last checkpoint when there is one) and its vocabulary."""
     last = Path(run_dir) / "checkpoint_last.pt"
-    vocab = vocab_from_checkpoint(load_checkpoint(last)) if last.exists() else None
+    start = last if last.exists() else settings.init_from
+    vocab = vocab_from_checkpoint(load_checkpoint(start)) if start else None
     data = prepare(settings, train, valid, vocab)
     epochs: dict[int, list[Batch]] = {}
 

@@ -42,6 +42,9 @@ class TrainSettings:
     fixed_config: str | None = None  # HAT SubTransformer YAML, for sampling="fixed" (train it from scratch)
     largest_first_updates: int = 0  # OFA's progressive shrinking, first stage: these updates train only the largest
     distill: float = 0.0  # in-place distillation (BigNAS): weight of the largest's output as the others' target
+    # start a new run from another run's checkpoint (weights, optimizer, update count, data position), also on a
+    # reduced space whose SuperTransformer has the same shapes: the runs share everything up to that update
+    init_from: str | None = None
     validate_every: int = 500
     save_every: int = 250
     max_positions: int = 256

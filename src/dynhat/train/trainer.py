@@ -147,18 +147,33 @@ class Trainer:
             save_checkpoint(self.best_path, payload)
 
     def resume(self) -> bool:
-        """Continue from ``checkpoint_last.pt`` if there is one; True when resumed."""
-        if not self.last_path.exists():
-            return False
-        payload = load_checkpoint(self.last_path)
-        if DesignSpace.from_dict(payload["space"]) != self.space:
-            raise ConfigError(f"{self.last_path}: the checkpoint's design space differs from this run's")
+        """Continue from ``checkpoint_last.pt`` if there is one, else start from ``init-from`` if set; True when
+        either happened."""
+        if self.last_path.exists():
+            payload = load_checkpoint(self.last_path)
+            if DesignSpace.from_dict(payload["space"]) != self.space:
+                raise ConfigError(f"{self.last_path}: the checkpoint's design space differs from this run's")
+            self._restore(self.last_path, payload)
+            self._truncate_log(self.state.update)
+            return True
+        if self.settings.init_from:
+            self._restore(self.settings.init_from, load_checkpoint(self.settings.init_from))
+            self.state.best_valid = TrainState().best_valid  # "best" is judged on this run's space from here on
+            return True
+        return False
+
+    def _restore(self, path: str | Path, payload: dict[str, Any]) -> None:
+        ours = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in payload["model"].items()}
+        if ours != theirs:
+            diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            raise ConfigError(f"{path}: the checkpoint's SuperTransformer has other parameters than this run's space "
+                              f"{self.space.name!r} builds ({len(diff)} differ, e.g. {diff[0]}: "
+                              f"{theirs.get(diff[0])} in the checkpoint, {ours.get(diff[0])} here)")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
         set_rng_state(payload["rng"])
-        self._truncate_log(self.state.update)
-        return True
 
     # ------------------------------------------------------------------ data stream
     def _micro_batches(self) -> Iterator[Batch]:
