@@ -41,7 +41,23 @@ def test_hysteresis_steps_down_at_once_and_up_only_after_a_streak() -> None:
     assert policy.choose(cands(100, 200, 400), 50, 2) == 0  # nothing fits: the fastest
     policy.choose(cands(10, 20, 35), 50, 1)
     policy.choose(cands(10, 20, 45), 50, 1)  # fits with margin but not with up_margin: the streak restarts
-    assert [policy.choose(cands(10, 20, 35), 50, 1) for _ in range(3)] == [1, 1, 2]
+    assert [policy.choose(cands(10, 20, 35), 50, 0) for _ in range(3)] == [0, 0, 2]  # up from 0 only now
+
+
+def test_a_long_sentence_steps_down_alone_while_the_conditions_keep_the_ceiling() -> None:
+    policy = HysteresisPolicy(margin=0.1, up_margin=0.3, up_after=3)
+
+    def sentence(scale: float) -> list[Candidate]:  # typical sentence: 10 / 20 / 35 ms; this one scale x that
+        return [Candidate(i, m * scale, 10.0 - i, m) for i, m in enumerate((10, 20, 35))]
+
+    assert policy.choose(sentence(1.0), 50, None) == 2
+    assert policy.choose(sentence(2.0), 50, 2) == 1  # 70 ms would not fit: this sentence alone steps down
+    assert policy.choose(sentence(1.0), 50, 1) == 2  # no streak needed: the conditions did not change
+    assert policy.choose(sentence(6.0), 50, 2) == 0  # nothing at or below the ceiling fits: the fastest
+    assert policy.ceiling == 2
+    slow = [Candidate(i, m, 10.0 - i) for i, m in enumerate((10, 20, 60))]  # conditions: the best no longer fits
+    assert policy.choose(slow, 50, 2) == 1 and policy.ceiling == 1
+    assert policy.choose(sentence(0.5), 50, 1) == 1  # a short sentence does not lift the ceiling at once
 
 
 def test_slowdown_tracker_follows_the_ratio() -> None:

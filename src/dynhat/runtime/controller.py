@@ -1,9 +1,12 @@
 """Which operating point serves the next request: pluggable policies, and the default one.
 
-Default (``HysteresisPolicy``): among the points whose expected latency (calibrated cost for this sentence's length
-x current slowdown) fits the budget with a safety margin, take the best quality (lowest validation loss). Stepping
-down to a faster point happens at once; stepping up needs ``up_after`` consecutive decisions that would fit the
-larger ``up_margin``, so a noisy reading cannot make it oscillate. When nothing fits, the fastest point is used.
+Default (``HysteresisPolicy``): two time scales. The *conditions* (slowdown, threads, budget) change slowly and are
+noisy, so they set a ceiling with hysteresis: the best point whose expected latency for a typical sentence fits the
+budget with a safety margin; the ceiling drops at once, and rises only after ``up_after`` consecutive decisions in
+which the better point would fit the larger ``up_margin``. Each *sentence* then gets the best point at or below the
+ceiling that fits its own length with the margin, so a long sentence steps down for itself alone and the next
+short one is served at the ceiling again (a switch is a weight look-up, well under a millisecond: following
+sentence lengths costs nothing, following noise would). When nothing fits, the fastest point is used.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ class Candidate:
     index: int
     expected_ms: float  # for this request, under current conditions
     quality: float  # lower is better (validation loss)
+    typical_ms: float | None = None  # for a sentence of typical length, under current conditions
+
+    @property
+    def conditions_ms(self) -> float:
+        return self.expected_ms if self.typical_ms is None else self.typical_ms
 
 
 class Policy(Protocol):
@@ -44,23 +52,31 @@ class HysteresisPolicy:
         if margin < 0 or up_margin < margin or up_after < 1:
             raise ValueError("need 0 <= margin <= up_margin and up_after >= 1")
         self.margin, self.up_margin, self.up_after = margin, up_margin, up_after
+        self.ceiling: int | None = None  # index of the best point the conditions allow
         self._streak = 0
 
     def choose(self, candidates: Sequence[Candidate], budget_ms: float, current: int | None) -> int:
         by_index = {c.index: c for c in candidates}
-        target = GreedyPolicy(self.margin).choose(candidates, budget_ms, current)
-        if current is None or current not in by_index:
-            self._streak = 0
+        ceiling = by_index[self._update_ceiling(candidates, budget_ms)]
+        allowed = [c for c in candidates if c.quality >= ceiling.quality]
+        return GreedyPolicy(self.margin).choose(allowed, budget_ms, current)
+
+    def _update_ceiling(self, candidates: Sequence[Candidate], budget_ms: float) -> int:
+        typical = [Candidate(c.index, c.conditions_ms, c.quality) for c in candidates]
+        by_index = {c.index: c for c in typical}
+        target = GreedyPolicy(self.margin).choose(typical, budget_ms, None)
+        if self.ceiling is None or self.ceiling not in by_index:
+            self._streak, self.ceiling = 0, target
             return target
-        now, want = by_index[current], by_index[target]
-        if want.quality >= now.quality:  # staying, or a step down because the current point no longer fits
-            self._streak = 0
-            return target
-        if want.expected_ms * (1 + self.up_margin) <= budget_ms:
+        now, want = by_index[self.ceiling], by_index[target]
+        if want.quality >= now.quality:  # staying, or down at once because the ceiling no longer fits
+            self._streak, self.ceiling = 0, target
+        elif want.expected_ms * (1 + self.up_margin) <= budget_ms:
             self._streak += 1
             if self._streak >= self.up_after:
-                self._streak = 0
-                return target
+                self._streak, self.ceiling = 0, target
         else:
             self._streak = 0
-        return current if now.expected_ms * (1 + self.margin) <= budget_ms else target
+            if now.expected_ms * (1 + self.margin) > budget_ms:
+                self.ceiling = target
+        return self.ceiling

@@ -42,10 +42,10 @@ class PointCost:
     overhead_ms: float = 0.0
     scale: float = 1.0
 
-    def protocol_ms(self, src_tokens: int, out_tokens: int) -> float:
+    def protocol_ms(self, src_tokens: float, out_tokens: float) -> float:
         return (self.encoder_ms * src_tokens + self.decoder_ms * out_tokens) / CALIBRATION_TOKENS
 
-    def expected_ms(self, src_tokens: int, out_tokens: int) -> float:
+    def expected_ms(self, src_tokens: float, out_tokens: float) -> float:
         return self.overhead_ms + self.scale * self.protocol_ms(src_tokens, out_tokens)
 
 
@@ -125,6 +125,7 @@ class DynamicTranslator:
         self.usable = self.max_threads
         self.threads = self.max_threads
         self.length_ratio = 1.2  # output / source subwords, learned from traffic
+        self.typical_src: float | None = None  # source subwords of a typical request, learned from traffic
         self.current: int | None = None
         self.switches: list[SwitchEvent] = []
         self.recent: deque[TranslationResult] = deque(maxlen=100)
@@ -240,19 +241,23 @@ class DynamicTranslator:
 
     def choose(self, src_tokens: int, budget_ms: float) -> tuple[int, float, int]:
         """(point index, expected ms, threads) for a sentence of ``src_tokens`` subwords under ``budget_ms``, now."""
-        out_guess = max(1, round(self.length_ratio * src_tokens))
+        typical = src_tokens if self.typical_src is None else self.typical_src
         usable = self.usable_threads()
         candidates, threads = [], []
         for i, p in enumerate(self.points):
             # the thread count comes from the machine (usable) and the calibration (more threads do not always
             # help a small point), never from the trackers: an unused count's tracker is stale
-            calibrated = {k: self.costs_by_threads[k][i].expected_ms(src_tokens + 1, out_guess + 1)
-                          for k in range(1, usable + 1)}
-            best = min(calibrated, key=lambda k: calibrated[k])
-            candidates.append(Candidate(i, calibrated[best] * self.slowdowns[best].planning, p.valid_loss))
+            best = min(range(1, usable + 1), key=lambda k: self._calibrated_ms(k, i, src_tokens))
+            slowdown = self.slowdowns[best].planning
+            candidates.append(Candidate(i, self._calibrated_ms(best, i, src_tokens) * slowdown, p.valid_loss,
+                                        self._calibrated_ms(best, i, typical) * slowdown))
             threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
         return index, candidates[index].expected_ms, threads[index]
+
+    def _calibrated_ms(self, threads: int, index: int, src_tokens: float) -> float:
+        out_guess = max(1.0, self.length_ratio * src_tokens)
+        return self.costs_by_threads[threads][index].expected_ms(src_tokens + 1, out_guess + 1)
 
     def translate_one(self, sentence: str, budget_ms: float | None = None) -> TranslationResult:
         import torch
@@ -282,6 +287,8 @@ class DynamicTranslator:
             slow = self.slowdowns[threads].update(latency, actual)
             if src_tokens:
                 self.length_ratio += 0.1 * (out_tokens / src_tokens - self.length_ratio)
+                self.typical_src = src_tokens if self.typical_src is None else (
+                    self.typical_src + 0.1 * (src_tokens - self.typical_src))
         result = TranslationResult(text, self.points[index].id, index, latency, expected, budget, latency <= budget,
                                    src_tokens, out_tokens, switched, switch_ms, slow, threads)
         self.recent.append(result)
