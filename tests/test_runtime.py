@@ -90,8 +90,14 @@ def test_calibration_measures_every_point(tmp_path: Path) -> None:
     model, vocab, library = toy_parts(tmp_path)
     dyn = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=3)
     assert len(dyn.costs) == 3 and all(c.encoder_ms > 0 and c.decoder_ms > 0 for c in dyn.costs)
+    assert len({(c.overhead_ms, c.scale) for c in dyn.costs}) == 1  # what serving adds: one fit for all points
     status = dyn.status()
     assert status["budget_ms"] == 100.0 and len(status["points"]) == 3
+    assert dyn.length_ratio == 1.2  # synthetic sentences teach nothing about real lengths
+    src = sentences(4)
+    real = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=2, calibration_sentences=src)
+    outs = [len(h.tokens) for t in real.translators for h in t.hypotheses(src)]
+    assert real.length_ratio == pytest.approx(sum(outs) / (len(real.points) * sum(len(vocab.encode(x)) for x in src)))
 
 
 def test_concurrent_requests_during_budget_changes_never_mix_points(tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ class DynamicTranslator:
         self.translators = [Translator(model, vocab, p.config, beam=beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
+        self.length_ratio = 1.2  # output / source subwords: from the calibration translations, then from traffic
         if costs is None:
             self.costs_by_threads = self.calibrate(calibrate_runs, calibration_sentences)
         elif isinstance(costs, Mapping):
@@ -124,7 +125,6 @@ class DynamicTranslator:
         self.free_cores = FreeCores()
         self.usable = self.max_threads
         self.threads = self.max_threads
-        self.length_ratio = 1.2  # output / source subwords, learned from traffic
         self.typical_src: float | None = None  # source subwords of a typical request, learned from traffic
         self.current: int | None = None
         self.switches: list[SwitchEvent] = []
@@ -163,36 +163,47 @@ class DynamicTranslator:
 
     def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> dict[int, list[PointCost]]:
         """Each point's cost model at 1..``calibrated_threads`` threads: the measurement protocol's encoder and
-        decoder times, then a least-squares fit of real translations of ``sentences`` (default: 12 synthetic ones
-        of 4-40 subwords) against them, which adds what the protocol leaves out of serving a sentence."""
+        decoder times, then one least-squares fit, over every point's real translations of ``sentences`` (default:
+        12 synthetic ones of 4-40 subwords), of what serving adds to the protocol's estimate.
+
+        The fit is shared by the points of a thread count: what serving adds (tokenizing, beam bookkeeping, the
+        per-call overhead) does not depend on the point's widths, and a fit per point on a dozen noisy timings
+        can give the fastest point the largest overhead, which ranked it slower than the next one and made the
+        controller fall back to the wrong point when nothing fitted (session 5). Real ``sentences`` also give the
+        first output/source length ratio (the default 1.2 guessed outputs ~50 % too long on Multi30k, which
+        inflated every estimate and the scenario's budgets until traffic corrected it)."""
         import numpy as np
         import torch
 
-        sentences = list(sentences) if sentences is not None else self._synthetic_sentences()
+        real = sentences is not None
+        sentences = list(sentences) if real else self._synthetic_sentences()
         before = torch.get_num_threads()
         by_threads: dict[int, list[PointCost]] = {}
         try:
             for threads in range(1, self.calibrated_threads + 1):
                 torch.set_num_threads(threads)
-                costs = []
+                bases, rows, observed, src_tokens, out_tokens = [], [], [], [], []
                 for p, translator in zip(self.points, self.translators, strict=True):
                     r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
                                         tgt_len=CALIBRATION_TOKENS, beam=self.beam, runs=runs, warmup=2,
                                         threads=threads)
                     base = PointCost(r.encoder_ms, r.decoder_ms)
+                    bases.append(base)
                     translator.hypotheses(sentences[:1])  # warm-up
-                    rows, observed = [], []
                     for sentence in sentences:
                         start = time.perf_counter()
                         hyp = translator.hypotheses([sentence])[0]
                         observed.append((time.perf_counter() - start) * 1e3)
-                        rows.append([1.0, base.protocol_ms(len(self.vocab.encode(sentence)) + 1,
-                                                           len(hyp.tokens) + 1)])
-                    (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
-                    if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-                        overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
-                    costs.append(PointCost(r.encoder_ms, r.decoder_ms, float(overhead), float(scale)))
-                by_threads[threads] = costs
+                        src_tokens.append(len(self.vocab.encode(sentence)))
+                        out_tokens.append(len(hyp.tokens))
+                        rows.append([1.0, base.protocol_ms(src_tokens[-1] + 1, out_tokens[-1] + 1)])
+                if real and threads == self.calibrated_threads:
+                    self.length_ratio = sum(out_tokens) / max(1, sum(src_tokens))
+                (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
+                if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
+                    overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
+                by_threads[threads] = [PointCost(b.encoder_ms, b.decoder_ms, float(overhead), float(scale))
+                                       for b in bases]
         finally:
             torch.set_num_threads(before)
         return by_threads

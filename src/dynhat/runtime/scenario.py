@@ -288,10 +288,14 @@ def run_experiment(translator: DynamicTranslator, scenario: Scenario, sources: S
     """The dynamic translator; then (``static``) the same policy at the phases' thread counts (what switching
     points alone achieves) and each point alone at those thread counts, through the same phases and budgets."""
 
+    length_ratio = translator.length_ratio  # as calibrated, before the dynamic run learns from the stream
+
     def copy(policy: Any) -> DynamicTranslator:
-        return DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
+        twin = DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
                                  policy, translator.beam, costs=translator.costs_by_threads,
                                  threads=translator.calibrated_threads, adapt_threads=False)
+        twin.length_ratio = length_ratio
+        return twin
 
     fixed_threads = copy(deepcopy(translator.policy))  # the policy as it was before the dynamic run
     with resources(None, scenario.threads):
