@@ -65,15 +65,21 @@ def main() -> None:
     best_quality = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
     best_label = f"static {translator.points[best_quality].id}"
     always = [k for k, v in statics.items() if v["within_pct"] >= 95.0]
-    safe_label = max(always, key=lambda k: statics[k]["bleu"]) if always else None
+    # when no static point stays within budget, the dynamic translator is compared with the most reliable one
+    safe_label = (max(always, key=lambda k: statics[k]["bleu"]) if always
+                  else max(statics, key=lambda k: (statics[k]["within_pct"], statics[k]["bleu"])))
+    safe = statics[safe_label]
     switch_p99 = dynamic["switch_p99_ms"]
     checks = [
         ("dynamic within budget ≥ 95 % of sentences", f"{dynamic['within_pct']} %", dynamic["within_pct"] >= 95),
         ("best static point (at full resources) below 60 %", f"{statics[best_label]['within_pct']} %",
          statics[best_label]["within_pct"] < 60),
-        ("dynamic BLEU above the best static point that is always (≥ 95 %) within budget",
-         f"{dynamic['bleu']} vs {statics[safe_label]['bleu'] if safe_label else 'none'}",
-         safe_label is not None and dynamic["bleu"] > statics[safe_label]["bleu"]),
+        ("dynamic BLEU above the best static point that is always (≥ 95 %) within budget"
+         + ("" if always else "; none is, so the most reliable static point, which the dynamic translator must "
+            "also beat on within-budget share"),
+         f"{dynamic['bleu']} vs {safe['bleu']} (`{safe_label.removeprefix('static ')}`, {safe['within_pct']} % "
+         "within)",
+         dynamic["bleu"] > safe["bleu"] and (bool(always) or dynamic["within_pct"] > safe["within_pct"])),
         ("switch time p99 ≤ 1 ms", f"{switch_p99} ms" if switch_p99 is not None else "no switch",
          switch_p99 is not None and switch_p99 <= 1.0),
         ("adaptation after a change within 3 sentences", f"{dynamic['max_adapt_sentences']} sentences (worst phase)",

@@ -276,8 +276,8 @@ class DynamicTranslator:
         budget = self.budget_ms if budget_ms is None else self._check_budget(budget_ms)
         src_tokens = len(self.vocab.encode(sentence))
         with self._lock:
-            decided = time.perf_counter()
             index, expected, threads = self.choose(src_tokens, budget)
+            decided = time.perf_counter()
             switched = index != self.current
             switch_ms = None
             if switched:

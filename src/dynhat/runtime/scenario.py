@@ -2,9 +2,10 @@
 change, translated by the dynamic translator and by every operating point as a static model.
 
 Phases (YAML) set the translator's CPUs and thread count, start competing busy processes on those CPUs, and change
-the budget. The budget is absolute (``budget_ms``) or relative to the best point's calibrated latency for a typical
-sentence at full resources (``budget_factor``), so one file works on any machine. Background processes are always
-stopped, whatever happens.
+the budget. The budget is absolute (``budget_ms``) or relative to the best point's calibrated latency at full
+resources for a long sentence of the stream (its 90th-percentile source length; ``budget_factor``), so one file
+works on any machine and a factor of 1 is a budget the best point meets for about nine sentences in ten.
+Background processes are always stopped, whatever happens.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Scenario:
     phases: tuple[Phase, ...]
     threads: int = 1
     budget_ms: float | None = None
-    budget_factor: float | None = 1.3
+    budget_factor: float | None = 1.0
     seed: int = 0
 
     @classmethod
@@ -83,7 +84,7 @@ class Scenario:
         if unknown:
             raise ConfigError(f"unknown keys {sorted(unknown)}", source=source)
         return cls(tuple(phases), int(data.get("threads", 1)), data.get("budget_ms"),
-                   data.get("budget_factor", 1.3 if data.get("budget_ms") is None else None), int(data.get("seed", 0)))
+                   data.get("budget_factor", 1.0 if data.get("budget_ms") is None else None), int(data.get("seed", 0)))
 
 
 # ------------------------------------------------------------------------------------------ background load
@@ -164,7 +165,7 @@ class PhaseReport:
                 "threads": sorted({r.threads for r in self.results})}
 
 
-def typical_budget(translator: DynamicTranslator, factor: float, src_tokens: int) -> float:
+def reference_budget(translator: DynamicTranslator, factor: float, src_tokens: int) -> float:
     """``factor`` x the best point's calibrated latency for a ``src_tokens`` sentence at full resources."""
     best = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
     out = max(1, round(translator.length_ratio * src_tokens))
@@ -176,10 +177,11 @@ def phase_budgets(translator: DynamicTranslator, scenario: Scenario, sources: Se
     total = sum(p.sentences for p in scenario.phases)
     if total > len(sources):
         raise ConfigError(f"the phases need {total} sentences, the stream has {len(sources)}", field="sentences")
-    typical = round(statistics.median(len(translator.vocab.encode(s)) for s in sources[:total]))
-    default = scenario.budget_ms or typical_budget(translator, scenario.budget_factor or 1.3, typical)
+    lengths = sorted(len(translator.vocab.encode(s)) for s in sources[:total])
+    long = lengths[round(0.9 * (len(lengths) - 1))]
+    default = scenario.budget_ms or reference_budget(translator, scenario.budget_factor or 1.0, long)
     return [p.budget_ms if p.budget_ms is not None else
-            typical_budget(translator, p.budget_factor, typical) if p.budget_factor is not None else default
+            reference_budget(translator, p.budget_factor, long) if p.budget_factor is not None else default
             for p in scenario.phases]
 
 
