@@ -258,9 +258,10 @@ class DynamicTranslator:
         for i, p in enumerate(self.points):
             # the thread count comes from the machine (usable) and the calibration (more threads do not always
             # help a small point), never from the trackers: an unused count's tracker is stale
-            best = min(range(1, usable + 1), key=lambda k: self._calibrated_ms(k, i, src_tokens))
+            calibrated = {k: self._calibrated_ms(k, i, src_tokens) for k in range(1, usable + 1)}
+            best = min(calibrated, key=lambda k: calibrated[k])
             slowdown = self.slowdowns[best].planning
-            candidates.append(Candidate(i, self._calibrated_ms(best, i, src_tokens) * slowdown, p.valid_loss,
+            candidates.append(Candidate(i, calibrated[best] * slowdown, p.valid_loss,
                                         self._calibrated_ms(best, i, typical) * slowdown))
             threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
