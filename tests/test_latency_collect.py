@@ -156,14 +156,14 @@ def test_drift_correction_divides_by_the_reference_speed_between_probes(toy_spac
 
 
 def test_a_collection_becomes_a_table_and_fits_a_predictor(toy_space: str, tmp_path: Path) -> None:
-    collect(settings(toy_space, configs=24), tmp_path / "lat.csv", progress=False)
+    collect(settings(toy_space, configs=60), tmp_path / "lat.csv", progress=False)
     collection = load_collection(tmp_path / "lat.csv")
     table = collection.table("layer")
-    assert table.features.shape == (24, len(layer_feature_names(load_space(toy_space))))
+    assert table.features.shape == (60, len(layer_feature_names(load_space(toy_space))))
     raw = collection.table("layer", corrected=False)
     np.testing.assert_allclose(table.total_ms * collection.corrections, raw.total_ms)
     hat = collection.table("hat")
-    assert hat.features.shape == (24, 10)
+    assert hat.features.shape == (60, 10)
     collection.export_hat_csv(tmp_path / "hat.csv")
     assert (tmp_path / "hat.csv").read_text().startswith("encoder_embed_dim,")
     predictor = EnsemblePredictor(steps=50, members=2).fit(table)

@@ -139,6 +139,17 @@ def test_ours_learns_a_known_law(table: LatencyTable, ours: EnsemblePredictor) -
     assert 0 < ours.noise_ms < 0.05 * table.total_ms.mean()
 
 
+def test_the_ridge_is_chosen_on_the_validation_rows(table: LatencyTable, ours: EnsemblePredictor) -> None:
+    assert ours.ridge is None and ours.ridge_used <= 1e-4  # a clean law keeps a small ridge
+    # few rows of pure noise for many inputs: a tiny ridge extrapolates wildly, a larger one is chosen
+    rng = np.random.default_rng(0)
+    noisy = LatencyTable(rng.uniform(0, 1, (60, 10)), np.full(60, 1.0), rng.uniform(0.5, 10, 60), np.zeros(60),
+                         np.zeros(60), "noise.csv")
+    fitted = EnsemblePredictor(members=2, steps=0).fit(noisy, 0)
+    assert fitted.ridge_used >= 1e-2
+    assert EnsemblePredictor(members=2, steps=0, ridge=1e-6).fit(noisy, 0).ridge_used == 1e-6
+
+
 def test_hat_predictor_learns_a_known_law_with_a_higher_rate(table: LatencyTable) -> None:
     hat = HatPredictor(device="xeon", steps=200, lr=2e-3, seed=0).fit(table, 0)
     assert hat.lat_norm == 300  # HAT's constant for the device

@@ -15,8 +15,10 @@ digit (5795 -> 6000, 268 -> 300, 166 -> 200), a round number of the size HAT pic
 are HAT's (``first_layer``, ``layers.i``, ``predict``).
 
 ``EnsemblePredictor`` (method ``ours``) -- a bootstrap ensemble; member m is
-  * a linear model, fitted by weighted least squares (tiny ridge) on the member's bootstrap resample of the train
-    rows, on standardised features: for HAT's 10 features, the 10 plus their per-stack sums and products
+  * a linear model, fitted by weighted least squares on the member's bootstrap resample of the train rows, on
+    standardised features, its ridge chosen from ``RIDGES`` on the validation rows (clean data keeps a small one;
+    a few noisy rows for many per-layer features, where a tiny ridge extrapolates to negative latencies, get a
+    larger one); for HAT's 10 features the inputs are the 10 plus their per-stack sums and products
     (``hat_derived_features``: decoder layers x width x FFN ... -- latency is a sum over layers); per-layer
     features (``layer_features``, which carry an analytic MAC count per layer) are used as they are;
   * plus a small MLP on the same inputs for what the linear part misses, its output layer zero-initialised (it
@@ -436,6 +438,9 @@ def _weighted_ridge(a: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float, h
     return beta, max(scale, floor)
 
 
+RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
 class EnsemblePredictor(LatencyPredictor):
     """dynhat's predictor (method ``ours``): bootstrap ensemble of linear + MLP-residual members; see the module
     docstring. ``predict_with_std`` gives the ensemble's spread."""
@@ -444,13 +449,14 @@ class EnsemblePredictor(LatencyPredictor):
 
     def __init__(self, members: int = 5, hidden: int = 32, depth: int = 2, steps: int = 1500, lr: float = 1e-3,
                  weight_decay: float = 1e-4, weight_power: float = 1.0, huber_delta: float | None = None,
-                 ridge: float = 1e-6, bootstrap: bool = True, eval_every: int = 20, seed: int = 0,
+                 ridge: float | None = None, bootstrap: bool = True, eval_every: int = 20, seed: int = 0,
                  metadata: dict[str, Any] | None = None, device: str | None = None) -> None:
         super().__init__(seed, (metadata or {}) | ({"device": device} if device else {}))
         self.members, self.hidden, self.depth, self.steps, self.lr = members, hidden, depth, steps, lr
         self.weight_decay, self.weight_power, self.huber_delta, self.ridge = (weight_decay, weight_power,
                                                                               huber_delta, ridge)
         self.bootstrap, self.eval_every = bootstrap, eval_every
+        self.ridge_used = ridge  # the fit's ridge: ``ridge``, or the one chosen from RIDGES when that is None
         self.x_mean = np.zeros(0)
         self.x_std = np.ones(0)
         self.base = np.zeros((0, 0))  # [M, F' + 1]: coefficients on standardised inputs, then intercept
@@ -477,8 +483,16 @@ class EnsemblePredictor(LatencyPredictor):
         rng = np.random.default_rng(self.seed)
         member_rows = [train[rng.integers(0, len(train), len(train))] if self.bootstrap else train
                        for _ in range(self.members)]
-        fits = [_weighted_ridge(design[rows], y[rows], w[rows], self.ridge, self.huber_delta)
-                for rows in member_rows]
+        def linear_fits(ridge: float) -> list[tuple[np.ndarray, float]]:
+            return [_weighted_ridge(design[rows], y[rows], w[rows], ridge, self.huber_delta) for rows in member_rows]
+
+        def valid_error(fits: list[tuple[np.ndarray, float]]) -> float:
+            mean = design[valid] @ np.mean([beta for beta, _ in fits], axis=0)
+            return float(np.sum(w[valid] * (y[valid] - mean) ** 2))
+
+        candidates = RIDGES if self.ridge is None else (self.ridge,)
+        self.ridge_used = min(candidates, key=lambda r: valid_error(linear_fits(r)))
+        fits = linear_fits(self.ridge_used)
         self.base = np.stack([beta for beta, _ in fits])
         scale = torch.tensor([s for _, s in fits], dtype=torch.float32).unsqueeze(1)  # [M, 1]
 
@@ -555,7 +569,7 @@ class EnsemblePredictor(LatencyPredictor):
 
     # -------------------------------------------------------------------------------- persistence
     _SETTINGS = ("members", "hidden", "depth", "steps", "lr", "weight_decay", "weight_power", "huber_delta",
-                 "ridge", "bootstrap", "eval_every", "best_steps")
+                 "ridge", "ridge_used", "bootstrap", "eval_every", "best_steps")
 
     def _settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._SETTINGS}
@@ -565,6 +579,7 @@ class EnsemblePredictor(LatencyPredictor):
                 "base": torch.from_numpy(self.base.copy())} | {f"net.{k}": v for k, v in self.net.state_dict().items()}
 
     def _restore(self, settings: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        settings = {"ridge_used": settings["ridge"]} | settings  # saved before the ridge was chosen
         for key in self._SETTINGS:
             setattr(self, key, settings[key])
         self.x_mean, self.x_std, self.base = (tensors[k].numpy() for k in ("x_mean", "x_std", "base"))
