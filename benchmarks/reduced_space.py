@@ -12,6 +12,7 @@ scored on the test set, and the two are compared at each constraint. Writes a se
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import os
 import sys
@@ -39,10 +40,16 @@ HEADING = "## Design-space reduction on this machine"
 
 
 def _budget(checkpoint: str) -> str:
+    """Budget and the last validation of the run (its log.csv): comparable across runs, unlike 'best valid',
+    which a run forked onto a reduced space judges afresh from the fork."""
     payload = load_checkpoint(checkpoint)
     state, settings = payload["state"], payload["settings"]
-    return (f"{state['update']} updates of ≤ {settings['max_tokens']} tokens, {state['elapsed_s'] / 60:.0f} min, "
-            f"best valid {state['best_valid']:.3f} bits")
+    with (Path(checkpoint).parent / "log.csv").open(encoding="utf-8") as f:
+        validated = [row for row in csv.DictReader(f) if row["valid_loss_largest"]]
+    last = validated[-1]
+    return (f"{state['update']} updates of ≤ {settings['max_tokens']} tokens, {state['elapsed_s'] / 60:.0f} min; "
+            f"valid loss at update {last['update']}: largest {float(last['valid_loss_largest']):.3f}, smallest "
+            f"{float(last['valid_loss_smallest']):.3f} bits")
 
 
 def _search(checkpoint: str, predictor: LatencyPredictor, constraints: tuple[float, ...], settings: SearchSettings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -33,30 +34,53 @@ def default_train_settings() -> TrainSettings:
         return TrainSettings.from_yaml(path)
 
 
-def _say(step: int, text: str) -> None:
-    print(f"[{step}/6] {text}", flush=True)
+class _Steps:
+    """Announces each step and keeps how long each took (a reused step takes seconds): the summary's ``minutes``."""
+
+    names = ("data", "train", "latency", "search", "scenario", "summary")
+
+    def __init__(self) -> None:
+        self.start = self.mark = time.perf_counter()
+        self.minutes: dict[str, float] = {}
+        self.current: str | None = None
+
+    def say(self, step: int, text: str) -> None:
+        self._close()
+        self.current = self.names[step - 1]
+        print(f"[{step}/6] {text}", flush=True)
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.minutes[self.current] = round((now - self.mark) / 60, 2)
+        self.mark = now
+
+    def total(self) -> dict[str, float]:
+        self._close()
+        return self.minutes | {"total": round((time.perf_counter() - self.start) / 60, 2)}
 
 
 def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
     settings = settings or PipelineSettings()
+    steps = _Steps()
     run = Path(settings.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     mirror = shared_data_dir() / "multi30k"
-    _say(1, f"Multi30k ({'mirror ' + str(mirror) if mirror.is_dir() else 'download'})")
+    steps.say(1, f"Multi30k ({'mirror ' + str(mirror) if mirror.is_dir() else 'download'})")
     root = fetch_multi30k(settings.cache_dir, mirror if mirror.is_dir() else None)
     valid, test = load_multi30k("val", root), load_multi30k("test_2016_flickr", root)
 
     train_settings = default_train_settings()
     if settings.checkpoint is not None:
         checkpoint = Path(settings.checkpoint)
-        _say(2, f"SuperTransformer: reusing {checkpoint}")
+        steps.say(2, f"SuperTransformer: reusing {checkpoint}")
     else:
         # a schedule that completes within the budget (~26 updates a minute at 2 threads on this machine)
         updates = max(50, round(26 * settings.train_minutes))
         train_settings = replace(train_settings, max_minutes=settings.train_minutes, max_updates=updates,
                                  warmup_updates=updates // 5, validate_every=max(25, updates // 4))
         checkpoint = run / "checkpoint_best.pt"
-        _say(2, f"SuperTransformer on {train_settings.space}: {settings.train_minutes:g} min budget, {run}")
+        steps.say(2, f"SuperTransformer on {train_settings.space}: {settings.train_minutes:g} min budget, {run}")
         trainer, _ = build_trainer(train_settings, run, load_multi30k("train", root), valid)
         if trainer.state.update < train_settings.max_updates and (
                 trainer.state.elapsed_s < 60 * settings.train_minutes):
@@ -66,15 +90,15 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(settings.threads)
     latency_csv = run / "latency.csv"
-    _say(3, f"latency dataset of this machine: {settings.latency_configs} SubTransformers, {settings.threads} "
+    steps.say(3, f"latency dataset of this machine: {settings.latency_configs} SubTransformers, {settings.threads} "
             f"thread(s), drift-probed -> {latency_csv}")
     # measured on the last CPUs of the process, one per thread, as the collections in docs/latency.md were (held-out
     # error under 1 %); an unpinned run of this step, its thread free to migrate between cores, fitted to 13 %
     measuring_cpus = sorted(os.sched_getaffinity(0))[-settings.threads:]
     with pinned_resources(measuring_cpus, settings.threads):
         collect(CollectSettings(space=train_settings.space, configs=settings.latency_configs,
-                                runs=settings.latency_runs, threads=settings.threads,
-                                vocab_size=train_settings.vocab_size), latency_csv)
+                                runs=settings.latency_runs, retries=settings.latency_retries,
+                                threads=settings.threads, vocab_size=train_settings.vocab_size), latency_csv)
     collection = load_collection(latency_csv)
     predictor_path = run / "latency_predictor.pt"
     if predictor_path.exists():
@@ -91,13 +115,14 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
     points_path = run / "operating_points.yml"
     if points_path.exists():
         library = PointLibrary.load(points_path, checkpoint=checkpoint, space=model.space)
-        _say(4, f"operating points: reusing {points_path}")
+        steps.say(4, f"operating points: reusing {points_path}")
     else:
         latency = predictor_latency(predictor)
         lo, hi = latency(smallest(model.space)), latency(largest(model.space))
         n = settings.constraints
         constraints = tuple(round(lo * 1.05 + (hi - lo * 1.05) * i / max(1, n - 1), 1) for i in range(n))
-        _say(4, f"search: NSGA-II front, then one point per constraint {', '.join(f'{c:g}' for c in constraints)} ms")
+        listed = ", ".join(f"{c:g}" for c in constraints)
+        steps.say(4, f"search: NSGA-II front, then one point per constraint {listed} ms")
         children = settings.population - max(2, settings.population // 5)
         evolution = EvolutionSettings(settings.population, settings.population - children, children // 2,
                                       children - children // 2, iterations=settings.generations)
@@ -114,23 +139,25 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
 
     report_path = run / "scenario" / "report.json"
     if all((run / "scenario" / name).exists() for name in ("report.json", "table.md", "timeline.png")):
-        _say(5, f"scenario: reusing {report_path}")
+        steps.say(5, f"scenario: reusing {report_path}")
         rows = json.loads(report_path.read_text(encoding="utf-8"))["table"]
         table = (run / "scenario" / "table.md").read_text(encoding="utf-8").rstrip("\n")
     else:
         scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
-        _say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
+        steps.say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
         with pinned_resources(None, scenario.threads):
             translator = DynamicTranslator(model, vocab, library, 1000.0, calibration_sentences=valid.src[:16])
         experiment = run_experiment(translator, scenario, test.src, test.tgt)
         table = write_experiment(experiment, run / "scenario")
         rows = experiment.table()
+    steps.say(6, f"summary ({run / 'summary.json'})")
+    minutes = steps.total()  # of this invocation: a step reused from an earlier one takes seconds
     summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points": str(points_path),
                "latency_predictor_test": test_metrics, "drift": drift,
                "scenario": [row for row in rows if row["phase"] == "overall"],
-               "timeline": str(run / "scenario" / "timeline.png")}
+               "timeline": str(run / "scenario" / "timeline.png"), "minutes": minutes}
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
-    _say(6, f"summary ({run / 'summary.json'})")
     print(table)
     print(f"timeline: {run / 'scenario' / 'timeline.png'}")
+    print("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()), flush=True)
     return summary
