@@ -28,6 +28,7 @@ from dynhat.search import (
 from dynhat.space import DesignSpace, SubTransformerConfig, load_space
 from dynhat.space.cost import count_macs, count_params
 from dynhat.space.sampling import largest, sample, smallest
+from dynhat.train.trainer import validation_loss
 
 SMALL = EvolutionSettings(population=20, parents=4, mutations=8, crossovers=8, iterations=6)
 
@@ -131,11 +132,17 @@ def test_loss_fitness_is_the_validation_loss_and_cached(toy) -> None:
     corpus = ParallelCorpus(lines, lines, "en", "de", "toy")
     subset = validation_subset(corpus, 12, seed=3)
     assert len(subset) == 12 and set(subset.src) <= set(corpus.src)
-    fitness = LossFitness(model, _Vocab(), subset)
+    fitness = LossFitness(model, _Vocab(), subset, precision="float32")
     a, b = largest(space), smallest(space)
     first = fitness(a)
+    assert first == validation_loss(model, fitness.batches, a, 0.1)[0]
     assert fitness(a) == first and fitness(b) != first
     assert (fitness.evaluations, fitness.hits) == (2, 1)
+    half = LossFitness(model, _Vocab(), subset, precision="bfloat16")  # autocast: close, not equal
+    assert half(a) == pytest.approx(first, abs=0.05) and half.precision == "bfloat16"
+    assert LossFitness(model, _Vocab(), subset).precision in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="precision"):
+        LossFitness(model, _Vocab(), subset, precision="fp8")
 
 
 def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: DesignSpace) -> None:

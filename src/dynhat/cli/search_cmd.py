@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--valid-sentences", type=int, default=500, help="validation subset for the fitness "
                                                                          "(0: all)")
     search.add_argument("--test-sentences", type=int, default=0, help="test BLEU on the first N (0: all)")
+    search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="of the fitness passes (auto: bfloat16 autocast where the CPU has it natively)")
     search.add_argument("--population", type=int, default=125)
     search.add_argument("--parents", type=int, default=25)
     search.add_argument("--iterations", type=int, default=30)
@@ -93,7 +95,7 @@ def _search(args: argparse.Namespace) -> int:
                                   iterations=args.iterations, patience=args.patience, seed=args.seed)
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
                               verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
-                              threads=args.threads)
+                              threads=args.threads, precision=args.precision)
     model, vocab = load_trained(args.checkpoint)
     predictor = load_predictor(args.predictor)
     if predictor.metadata.get("threads") not in (None, args.threads):

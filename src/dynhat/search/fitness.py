@@ -2,13 +2,17 @@
 
 HAT scores every candidate on the whole validation set and re-scores unchanged parents every iteration (750 of
 its 3,750 passes per constraint). Here scores are cached by configuration id, shared across constraints and search
-modes, and computed on a fixed validation subset whose size is stated with every result.
+modes, and computed on a fixed validation subset whose size is stated with every result. On a CPU with bfloat16
+arithmetic (AVX-512 BF16) the passes run under bfloat16 autocast: 1.55x faster on this machine's AMD EPYC at one
+thread, losses within 0.001 bits of float32 (docs/search.md).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+
+import torch
 
 from dynhat.data.batching import Batch, TokenBatcher
 from dynhat.data.corpus import ParallelCorpus
@@ -28,12 +32,26 @@ def validation_subset(corpus: ParallelCorpus, size: int | None, seed: int = 0) -
                           corpus.tgt_lang, f"{corpus.name}[{size} of {n}, seed {seed}]")
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: bfloat16 where the CPU has native bfloat16 arithmetic (elsewhere autocast emulates it, slower)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return "bfloat16" if native else "float32"
+
+
 class LossFitness:
     """Validation loss (bits per target token, label-smoothed as HAT) with a score cache by configuration id."""
 
     def __init__(self, model: SuperTransformer, vocab: Vocabulary, valid: ParallelCorpus, max_tokens: int = 4096,
-                 label_smoothing: float = 0.1) -> None:
+                 label_smoothing: float = 0.1, precision: str = "auto") -> None:
         self.model = model.eval()
+        self.precision = resolve_precision(precision)
         self.sentences = len(valid.src)
         self.batches: list[Batch] = TokenBatcher([vocab.encode(s) for s in valid.src],
                                                  [vocab.encode(s) for s in valid.tgt], max_tokens, shuffle=False,
@@ -47,7 +65,8 @@ class LossFitness:
         self.lookups += 1
         key = config.id
         if key not in self.cache:
-            self.cache[key] = validation_loss(self.model, self.batches, config, self.label_smoothing)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+                self.cache[key] = validation_loss(self.model, self.batches, config, self.label_smoothing)[0]
             self.evaluations += 1
         return self.cache[key]
 

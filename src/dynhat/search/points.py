@@ -7,7 +7,7 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     space: multi30k-cpu                     # design space name (or YAML path)
     space_definition: {HAT's space keys}    # the space itself, so a reduced or custom space needs no other file
     checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
-    fitness: {valid_sentences, seed}        # validation subset of the losses
+    fitness: {valid_sentences, seed, mode, precision}   # validation subset and precision of the losses
     points:                                 # fastest first
       - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers,
         config: {HAT's SubTransformer keys}

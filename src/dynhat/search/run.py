@@ -41,6 +41,7 @@ class SearchSettings:
     test_sentences: int | None = None  # test BLEU on this many sentences (None: all)
     threads: int = 1
     beam: int = 4
+    precision: str = "auto"  # of the fitness passes: auto (bfloat16 where native), float32, bfloat16
 
 
 @dataclass
@@ -72,7 +73,7 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
     start = time.perf_counter()
     space = model.space
     subset = validation_subset(valid, settings.valid_sentences, settings.valid_seed)
-    fitness = LossFitness(model, vocab, subset)
+    fitness = LossFitness(model, vocab, subset, precision=settings.precision)
     protocol = predictor.metadata.get("protocol", {})
     src_len, tgt_len = protocol.get("src_len", 30), protocol.get("tgt_len", 30)
     front: list[FrontPoint] = []
@@ -109,6 +110,7 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
     library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
                            {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
                            {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
+                            "precision": fitness.precision,
                             "test_sentences": len(tests.src), "mode": settings.mode}, space.to_dict())
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
 
