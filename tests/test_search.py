@@ -145,6 +145,24 @@ def test_loss_fitness_is_the_validation_loss_and_cached(toy) -> None:
         LossFitness(model, _Vocab(), subset, precision="fp8")
 
 
+def test_worker_processes_score_a_generation_as_one_process_does(toy) -> None:
+    model, space = toy
+    rng = random.Random(1)
+    lines = [" ".join(str(rng.randrange(4, VOCAB)) for _ in range(rng.randrange(2, 7))) for _ in range(20)]
+    corpus = ParallelCorpus(lines, lines, "en", "de", "toy")
+    configs = [sample(space, rng) for _ in range(5)]
+    generation = configs + configs[:2]  # repeats within a generation are scored once
+    alone = LossFitness(model, _Vocab(), corpus, precision="float32")
+    with LossFitness(model, _Vocab(), corpus, precision="float32", workers=2) as pooled:
+        assert pooled.many(generation) == alone.many(generation)
+        assert (pooled.evaluations, pooled.hits) == (alone.evaluations, alone.hits) == (5, 2)
+        assert pooled.many(configs[:3]) == alone.many(configs[:3]) and pooled.evaluations == 5
+        assert pooled._pool is not None
+    assert pooled._pool is None  # closed on leaving the block
+    with pytest.raises(ValueError, match="workers"):
+        LossFitness(model, _Vocab(), corpus, workers=0)
+
+
 def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: DesignSpace) -> None:
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights")

@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
     search.add_argument("--verify-runs", type=int, default=50, help="timed runs of each point's on-device check")
     search.add_argument("--threads", type=int, default=1)
+    search.add_argument("--workers", type=int, default=1,
+                        help="fitness processes, one CPU each (a generation's new candidates in parallel)")
     search.add_argument("--seed", type=int, default=0)
     search.set_defaults(func=_search)
 
@@ -95,7 +97,8 @@ def _search(args: argparse.Namespace) -> int:
                                   iterations=args.iterations, patience=args.patience, seed=args.seed)
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
                               verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
-                              threads=args.threads, precision=args.precision)
+                              threads=args.threads, precision=args.precision,
+                              workers=args.workers)
     model, vocab = load_trained(args.checkpoint)
     predictor = load_predictor(args.predictor)
     if predictor.metadata.get("threads") not in (None, args.threads):

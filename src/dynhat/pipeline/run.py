@@ -126,11 +126,12 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
         children = settings.population - max(2, settings.population // 5)
         evolution = EvolutionSettings(settings.population, settings.population - children, children // 2,
                                       children - children // 2, iterations=settings.generations)
+        # the fitness in one process per CPU; the on-device check where the latency dataset was measured
         search = SearchSettings(constraints, "pareto", settings.valid_sentences, evolution=evolution,
                                 verify_runs=settings.latency_runs, test_sentences=settings.test_sentences,
-                                threads=settings.threads)
-        with pinned_resources(measuring_cpus, settings.threads):
-            report = search_operating_points(model, vocab, checkpoint, predictor, valid, test, search)
+                                threads=settings.threads, workers=len(os.sched_getaffinity(0)),
+                                measure_cpus=tuple(measuring_cpus))
+        report = search_operating_points(model, vocab, checkpoint, predictor, valid, test, search)
         library = report.library
         library.save(points_path)
     for p in library.sorted():

@@ -10,7 +10,7 @@ optional early stop when the best loss has not improved for ``patience`` iterati
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -23,6 +23,12 @@ from dynhat.space.space import DesignSpace
 
 Score = Callable[[SubTransformerConfig], float]
 Latency = Callable[[SubTransformerConfig], float]
+
+
+def score_all(score: Score, configs: Sequence[SubTransformerConfig]) -> list[float]:
+    """Scores of a whole generation: in parallel when ``score`` can (``LossFitness.many``), else one by one."""
+    many = getattr(score, "many", None)
+    return many(configs) if many is not None else [score(c) for c in configs]
 
 
 @dataclass(frozen=True)
@@ -139,9 +145,10 @@ def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: fl
                dynamic_ncols=True)
     iteration = 0
     for iteration in bar:
-        ranked = sorted(population, key=score)
-        parents = ranked[: settings.parents]
-        top = (score(parents[0]), parents[0])
+        losses = score_all(score, population)
+        order = sorted(range(len(population)), key=losses.__getitem__)
+        parents = [population[i] for i in order[: settings.parents]]
+        top = (losses[order[0]], parents[0])
         if best is None or top[0] < best[0]:
             best, stale = top, 0
         else:

@@ -8,7 +8,7 @@ the two modes differ in selection only and can be compared at the same number of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +21,10 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 from tqdm import tqdm
 
+from dynhat.search.evolution import Latency, Score, score_all
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.sampling import from_gene, gene_choices
 from dynhat.space.space import DesignSpace
-
-Score = Callable[[SubTransformerConfig], float]
-Latency = Callable[[SubTransformerConfig], float]
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class _SubTransformerProblem(Problem):
     def _evaluate(self, X, out, *args, **kwargs):  # type: ignore[no-untyped-def]
         configs = [self.config(x) for x in X]
         lat = np.array([self.latency(c) for c in configs])
-        out["F"] = np.column_stack([[self.score(c) for c in configs], lat])
+        out["F"] = np.column_stack([score_all(self.score, configs), lat])
         if self.max_latency_ms is not None:
             out["G"] = (lat - self.max_latency_ms)[:, None]
 

@@ -42,6 +42,8 @@ class SearchSettings:
     threads: int = 1
     beam: int = 4
     precision: str = "auto"  # of the fitness passes: auto (bfloat16 where native), float32, bfloat16
+    workers: int = 1  # fitness processes, one CPU each (a generation's new candidates scored in parallel)
+    measure_cpus: tuple[int, ...] | None = None  # the on-device check's CPUs (those of the latency dataset)
 
 
 @dataclass
@@ -71,9 +73,15 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                             predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus,
                             settings: SearchSettings, progress: bool = True) -> SearchReport:
     start = time.perf_counter()
-    space = model.space
     subset = validation_subset(valid, settings.valid_sentences, settings.valid_seed)
-    fitness = LossFitness(model, vocab, subset, precision=settings.precision)
+    with LossFitness(model, vocab, subset, precision=settings.precision, workers=settings.workers) as fitness:
+        return _search_with(fitness, model, vocab, checkpoint, predictor, subset, test, settings, start, progress)
+
+
+def _search_with(fitness: LossFitness, model: SuperTransformer, vocab: Any, checkpoint: str | Path,
+                 predictor: LatencyPredictor, subset: ParallelCorpus, test: ParallelCorpus, settings: SearchSettings,
+                 start: float, progress: bool) -> SearchReport:
+    space = model.space
     protocol = predictor.metadata.get("protocol", {})
     src_len, tgt_len = protocol.get("src_len", 30), protocol.get("tgt_len", 30)
     front: list[FrontPoint] = []
@@ -90,7 +98,8 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
             latency = predictor_latency(predictor, margin)
             found = _find(space, fitness, latency, constraint, settings, front, fastest * (1 + margin), progress)
             measured = measure_latency(model, found.config, src_len=src_len, tgt_len=tgt_len, beam=settings.beam,
-                                       runs=settings.verify_runs, threads=settings.threads).total_ms
+                                       runs=settings.verify_runs, threads=settings.threads,
+                                       cpus=settings.measure_cpus).total_ms
             if measured <= constraint:
                 break
             overshoots.append({"constraint_ms": constraint, "id": found.config.id, "attempt": attempt,
