@@ -11,7 +11,7 @@ import psutil
 import pytest
 from helpers.toy_runtime import sentences, toy_parts
 
-from dynhat.errors import ConfigError
+from dynhat.errors import BudgetUnmeetable, ConfigError
 from dynhat.runtime import (
     Candidate,
     DynamicTranslator,
@@ -84,6 +84,21 @@ def test_budget_decides_the_point_and_results_match_offline_translation(tmp_path
     assert all(s.switch_ms < 5.0 for s in dyn.switches)
     with pytest.raises(ValueError, match="out of range"):
         dyn.set_budget(-1)
+
+
+def test_a_strict_request_no_point_can_serve_is_refused_before_any_work(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs=COSTS)
+    src = sentences(2)
+    dyn.translate(src[:1])
+    before = (dyn.current, len(dyn.recent), len(dyn.switches))
+    with pytest.raises(BudgetUnmeetable, match=f"within 0.001 ms now: the best choice, {dyn.points[0].id}") as err:
+        dyn.translate_one(src[1], budget_ms=1e-3, strict=True)
+    assert err.value.expected_ms > err.value.budget_ms == 1e-3
+    assert (dyn.current, len(dyn.recent), len(dyn.switches)) == before and dyn.status()["refused"] == 1
+    late = dyn.translate_one(src[1], budget_ms=1e-3)  # not strict: answered late on the fastest point
+    assert late.point_index == 0 and not late.within_budget
+    assert dyn.translate_one(src[1], strict=True).within_budget  # a budget a point meets is served as always
 
 
 def test_calibration_measures_every_point(tmp_path: Path) -> None:

@@ -84,6 +84,20 @@ def test_unreadable_sentence_and_bad_budget(server) -> None:
     assert httpx.get(f"{url}/health").status_code == 200
 
 
+def test_a_strict_request_that_cannot_be_served_in_time_is_a_503(server) -> None:
+    url, translator = server
+    body = {"sentences": ["5 6", "7 8 9"], "budget_ms": 0.001, "strict": True}
+    refused = httpx.post(f"{url}/translate", json=body)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    detail = refused.json()["detail"]
+    assert detail.startswith("sentences[0]: no operating point is expected to translate")
+    assert translator.points[0].id in detail  # the fastest point, which would still be late
+    assert httpx.post(f"{url}/translate", json=body | {"strict": False}).status_code == 200  # late, not refused
+    assert httpx.get(f"{url}/status").json()["refused"] == 1
+    served = httpx.post(f"{url}/translate", json={"text": "5 6", "strict": True}).json()["translations"]
+    assert served[0]["within_budget"] is True
+
+
 def test_concurrent_requests_while_the_budget_changes(server, tmp_path: Path) -> None:
     url, translator = server
     src = sentences(6, seed=3)

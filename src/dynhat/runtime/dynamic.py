@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dynhat.errors import BudgetUnmeetable
 from dynhat.latency.measure import measure_latency
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
@@ -128,6 +129,7 @@ class DynamicTranslator:
         self.typical_src: float | None = None  # source subwords of a typical request, learned from traffic
         self.current: int | None = None
         self.switches: list[SwitchEvent] = []
+        self.refused = 0  # strict requests refused: no point expected within their budget
         self.recent: deque[TranslationResult] = deque(maxlen=100)
         self._lock = threading.Lock()
         self._start = time.perf_counter()
@@ -271,13 +273,19 @@ class DynamicTranslator:
         out_guess = max(1.0, self.length_ratio * src_tokens)
         return self.costs_by_threads[threads][index].expected_ms(src_tokens + 1, out_guess + 1)
 
-    def translate_one(self, sentence: str, budget_ms: float | None = None) -> TranslationResult:
+    def translate_one(self, sentence: str, budget_ms: float | None = None, strict: bool = False
+                      ) -> TranslationResult:
+        """Translate on the point chosen now. ``strict``: refuse (``BudgetUnmeetable``, before any work) when even
+        that point is expected to miss the budget, instead of answering late (admission control)."""
         import torch
 
         budget = self.budget_ms if budget_ms is None else self._check_budget(budget_ms)
         src_tokens = len(self.vocab.encode(sentence))
         with self._lock:
             index, expected, threads = self.choose(src_tokens, budget)
+            if strict and expected > budget:
+                self.refused += 1
+                raise BudgetUnmeetable(budget, expected, self.points[index].id)
             decided = time.perf_counter()
             switched = index != self.current
             switch_ms = None
@@ -306,9 +314,10 @@ class DynamicTranslator:
         self.recent.append(result)
         return result
 
-    def translate(self, sentences: Sequence[str], budget_ms: float | None = None) -> list[TranslationResult]:
+    def translate(self, sentences: Sequence[str], budget_ms: float | None = None, strict: bool = False
+                  ) -> list[TranslationResult]:
         """One result per sentence; each sentence is a request of its own under the budget."""
-        return [self.translate_one(s, budget_ms) for s in sentences]
+        return [self.translate_one(s, budget_ms, strict) for s in sentences]
 
     def status(self) -> dict[str, Any]:
         recent = list(self.recent)[-20:]
@@ -324,4 +333,5 @@ class DynamicTranslator:
                        for i, p in enumerate(self.points)],
             "recent_latency_ms": [round(r.latency_ms, 2) for r in recent],
             "switches": len(self.switches),
+            "refused": self.refused,
         }

@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /translate`` (one text or many sentences, optional budget), ``GET /status``, ``PUT /budget``,
 ``GET /health``. Requests are validated by pydantic models (a 422 that names the field); a sentence the model
-cannot read is a 400; nothing a client sends stops the server. Handlers are plain functions, which FastAPI runs in
+cannot read is a 400; a ``strict`` request that no operating point is expected to serve within its budget now is
+refused before any work with a 503 (and ``Retry-After``), where a plain one is answered late; nothing a client
+sends stops the server. Handlers are plain functions, which FastAPI runs in
 its thread pool, so requests are served concurrently; the translator keeps each request on one operating point.
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dynhat.errors import BudgetUnmeetable
 from dynhat.runtime.dynamic import DynamicTranslator
 
 MAX_SENTENCES = 64
@@ -26,6 +29,7 @@ class TranslateRequest(BaseModel):
     text: str | None = Field(default=None, description="one sentence")
     sentences: list[str] | None = Field(default=None, max_length=MAX_SENTENCES, description="several sentences")
     budget_ms: float | None = Field(default=None, gt=0, le=MAX_BUDGET_MS, description="latency budget per sentence")
+    strict: bool = Field(default=False, description="refuse (503) rather than answer late when no point fits now")
 
     @model_validator(mode="after")
     def _one_of(self) -> TranslateRequest:
@@ -81,11 +85,19 @@ def create_app(translator: DynamicTranslator) -> FastAPI:
 
     @app.post("/translate")
     def translate(request: TranslateRequest) -> dict[str, Any]:
-        sentences = [request.text] if request.text is not None else list(request.sentences or [])
-        try:
-            results = translator.translate(sentences, request.budget_ms)
-        except ValueError as err:  # e.g. a sentence longer than the model's positions
-            raise HTTPException(status_code=400, detail=str(err)) from None
+        if request.text is not None:
+            named = [("text", request.text)]
+        else:
+            named = [(f"sentences[{i}]", s) for i, s in enumerate(request.sentences or [])]
+        results = []
+        for where, sentence in named:
+            try:
+                results.append(translator.translate_one(sentence, request.budget_ms, request.strict))
+            except BudgetUnmeetable as err:
+                raise HTTPException(status_code=503, headers={"Retry-After": "1"},
+                                    detail=f"{where}: {err}; retry, raise budget_ms or send strict=false") from None
+            except ValueError as err:  # e.g. a sentence longer than the model's positions
+                raise HTTPException(status_code=400, detail=f"{where}: {err}") from None
         return {"translations": [r.to_dict() for r in results]}
 
     return app
