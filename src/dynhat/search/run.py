@@ -33,7 +33,7 @@ from dynhat.translate.translator import Translator
 class SearchSettings:
     constraints_ms: tuple[float, ...]
     mode: str = "evolution"  # "evolution" (HAT, one search per constraint) or "pareto" (one NSGA-II front)
-    valid_sentences: int | None = 500  # fixed validation subset for the fitness (None: all 1,014)
+    valid_sentences: int | None = 100  # fixed validation subset for the fitness (None: all 1,014)
     valid_seed: int = 0
     evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
     retries: int = 1  # re-searches of a point measured over its constraint
