@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=30, help="HAT: 30 (fewer only to try the script)")
     parser.add_argument("--label", default=None, help="row label in the docs table (default: the settings)")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="markdown file to update (default docs/search.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, vocab = load_trained(args.checkpoint)
@@ -56,7 +58,7 @@ def main() -> None:
     lo, hi = latency(smallest(space)), latency(largest(space))
     constraints = [round(lo * 1.05 + (hi - lo * 1.05) * i / 5, 1) for i in range(6)]
     fastest = fastest_latency(space, latency)
-    settings = EvolutionSettings(patience=args.patience)
+    settings = EvolutionSettings(iterations=args.iterations, patience=args.patience)
     subset = validation_subset(val, args.valid_sentences)
     with LossFitness(model, vocab, subset, precision=args.precision, workers=args.workers) as fitness:
         start = time.perf_counter()
@@ -72,8 +74,9 @@ def main() -> None:
            f"**{seconds / 60:.1f} min** | " + " / ".join(f"{x:.3f}" for x in full_losses) + " |")
     command = (f"`python benchmarks/search_time.py {args.checkpoint} {args.predictor} --valid-sentences "
                f"{args.valid_sentences} --workers {args.workers} --precision {args.precision}"
-               + (f" --patience {args.patience}" if args.patience else "") + f"` ({datetime.date.today()})")
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else ""
+               + (f" --patience {args.patience}" if args.patience else "")
+               + (f" --iterations {args.iterations}" if args.iterations != 30 else "") + f"` ({datetime.date.today()})")
+    text = args.docs.read_text(encoding="utf-8") if args.docs.exists() else ""
     rows: list[str] = []
     if HEADING in text:  # keep the rows of earlier settings, replace this one's
         section = text.split(HEADING, 1)[1].split("\n## ", 1)[0]
@@ -93,7 +96,7 @@ def main() -> None:
              "| settings | evaluations | cache hits | iterations | search time | winners' loss on all of val |",
              "| --- | --- | --- | --- | --- | --- |", *rows, row, "", "Commands:", "", *commands,
              f"- {command}"]
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_section(args.docs, HEADING, "\n".join(lines) + "\n", "# Search")
     print("\n".join(lines))
 
 
