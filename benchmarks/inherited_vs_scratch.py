@@ -3,7 +3,8 @@
 Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
 the same settings (updates, tokens per update, schedule) as the SuperTransformer; its configuration is read from the
 checkpoint's settings. Both are scored the same way: sacreBLEU on test_2016_flickr (beam 4, length penalty 0.6)
-and validation loss on all of val. Writes a section of docs/search.md.
+and validation loss on all of val. Writes a section of docs/search.md. With ``--results FILE`` each pair's scores
+are kept (keyed by both checkpoints' SHA-256), so runs as the from-scratch trainings finish add to one table.
 
     python benchmarks/inherited_vs_scratch.py runs/full/checkpoint_best.pt runs/scratch/smallest/checkpoint_best.pt
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +26,9 @@ from docs_section import write_section
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
+from dynhat.io import atomic_write_text
 from dynhat.latency.measure import machine_info
+from dynhat.search.points import file_sha256
 from dynhat.space import SubTransformerConfig
 from dynhat.space.cost import count_params
 from dynhat.train.checkpoint import load_checkpoint
@@ -46,6 +50,10 @@ def main() -> None:
     parser.add_argument("supertransformer", help="SuperTransformer checkpoint (the inherited weights)")
     parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--recipe", default="`benchmarks/same-budget.yml`",
+                        help="the training settings, as the docs should name them")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON of scores already computed (read, then written with this run's)")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -55,6 +63,8 @@ def main() -> None:
     supernet, super_vocab = load_trained(args.supertransformer)
     super_payload = load_checkpoint(args.supertransformer)
 
+    known = json.loads(args.results.read_text(encoding="utf-8")) if args.results and args.results.exists() else {}
+    super_sha = file_sha256(args.supertransformer)
     rows, budgets = [], [f"- SuperTransformer `{args.supertransformer}`: {_budget(super_payload)}"]
     for path in args.scratch:
         payload = load_checkpoint(path)
@@ -63,28 +73,34 @@ def main() -> None:
             raise ConfigError("not a from-scratch run (sampling 'fixed' with a fixed-config expected)", source=path,
                               field="settings.sampling")
         config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
-        scratch, scratch_vocab = load_trained(path)
-        inherited = evaluate(supernet, super_vocab, config, test, valid)
-        alone = evaluate(scratch, scratch_vocab, config, test, valid)
+        key = f"{super_sha}:{file_sha256(path)}"
+        if key not in known:
+            scratch, scratch_vocab = load_trained(path)
+            inherited = evaluate(supernet, super_vocab, config, test, valid)
+            alone = evaluate(scratch, scratch_vocab, config, test, valid)
+            known[key] = {"inherited_bleu": inherited.bleu.sacrebleu, "scratch_bleu": alone.bleu.sacrebleu,
+                          "inherited_loss": inherited.valid_loss, "scratch_loss": alone.valid_loss}
+            if args.results:
+                atomic_write_text(args.results, json.dumps(known, indent=1) + "\n")
         params = count_params(config, supernet.space, len(super_vocab)).total
-        rows.append((config, params, inherited, alone))
+        rows.append((config, params, known[key]))
         budgets.append(f"- `{config.id}` from scratch `{path}`: {_budget(payload)}")
-        print(config.id, inherited.bleu.sacrebleu, alone.bleu.sacrebleu, flush=True)
+        print(config.id, known[key], flush=True)
 
     lines = [HEADING, "",
              f"Command: `python benchmarks/inherited_vs_scratch.py {args.supertransformer} {' '.join(args.scratch)}"
              f"{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
-             f"{machine_info()['cpu']}). Training: `benchmarks/same-budget.yml` for every run (the from-scratch ones "
-             "with `--sampling fixed --fixed-config`), one thread each.", "", *budgets, "",
+             f"{machine_info()['cpu']}). Training: {args.recipe} for every run (the from-scratch ones with "
+             "`--sampling fixed --fixed-config`), one thread each.", "", *budgets, "",
              "sacreBLEU on test_2016_flickr (1,000 sentences, beam 4, length penalty 0.6); validation loss on all of "
              "val (bits per token).", "",
              "| SubTransformer | decoder layers | params | inherited BLEU | from scratch BLEU | inherited - scratch | "
              "inherited loss | from scratch loss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for config, params, inherited, alone in rows:
-        a, b = inherited.bleu.sacrebleu, alone.bleu.sacrebleu
+    for config, params, r in rows:
+        a, b = r["inherited_bleu"], r["scratch_bleu"]
         lines.append(f"| `{config.id}` | {config.decoder_layer_num} | {params / 1e6:.2f} M | {a:.2f} | {b:.2f} | "
-                     f"{a - b:+.2f} ({(a / b - 1) * 100 if b else float('nan'):+.1f} %) | {inherited.valid_loss:.3f} "
-                     f"| {alone.valid_loss:.3f} |")
+                     f"{a - b:+.2f} ({(a / b - 1) * 100 if b else float('nan'):+.1f} %) | {r['inherited_loss']:.3f} "
+                     f"| {r['scratch_loss']:.3f} |")
     write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
     print("\n".join(lines))
 
