@@ -490,9 +490,9 @@ class EnsemblePredictor(LatencyPredictor):
             mean = design[valid] @ np.mean([beta for beta, _ in fits], axis=0)
             return float(np.sum(w[valid] * (y[valid] - mean) ** 2))
 
-        candidates = RIDGES if self.ridge is None else (self.ridge,)
-        self.ridge_used = min(candidates, key=lambda r: valid_error(linear_fits(r)))
-        fits = linear_fits(self.ridge_used)
+        by_ridge = {r: linear_fits(r) for r in (RIDGES if self.ridge is None else (self.ridge,))}
+        self.ridge_used = min(by_ridge, key=lambda r: valid_error(by_ridge[r]))
+        fits = by_ridge[self.ridge_used]
         self.base = np.stack([beta for beta, _ in fits])
         scale = torch.tensor([s for _, s in fits], dtype=torch.float32).unsqueeze(1)  # [M, 1]
 

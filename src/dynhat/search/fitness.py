@@ -72,14 +72,13 @@ class LossFitness:
     """Validation loss (bits per target token, label-smoothed as HAT) with a score cache by configuration id."""
 
     def __init__(self, model: SuperTransformer, vocab: Vocabulary, valid: ParallelCorpus, max_tokens: int = 4096,
-                 label_smoothing: float = 0.1, precision: str = "auto", workers: int = 1,
-                 cpus: Sequence[int] | None = None) -> None:
+                 label_smoothing: float = 0.1, precision: str = "auto", workers: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.model = model.eval()
         self.precision = resolve_precision(precision)
         self.workers = workers
-        self.cpus = sorted(cpus if cpus is not None else os.sched_getaffinity(0))  # the workers' CPUs
+        self.cpus = sorted(os.sched_getaffinity(0))  # the workers' CPUs
         self._pool: multiprocessing.pool.Pool | None = None
         self.sentences = len(valid.src)
         self.batches: list[Batch] = TokenBatcher([vocab.encode(s) for s in valid.src],

@@ -74,41 +74,35 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                             settings: SearchSettings, progress: bool = True) -> SearchReport:
     start = time.perf_counter()
     subset = validation_subset(valid, settings.valid_sentences, settings.valid_seed)
-    with LossFitness(model, vocab, subset, precision=settings.precision, workers=settings.workers) as fitness:
-        return _search_with(fitness, model, vocab, checkpoint, predictor, subset, test, settings, start, progress)
-
-
-def _search_with(fitness: LossFitness, model: SuperTransformer, vocab: Any, checkpoint: str | Path,
-                 predictor: LatencyPredictor, subset: ParallelCorpus, test: ParallelCorpus, settings: SearchSettings,
-                 start: float, progress: bool) -> SearchReport:
     space = model.space
-    protocol = predictor.metadata.get("protocol", {})
-    src_len, tgt_len = protocol.get("src_len", 30), protocol.get("tgt_len", 30)
-    front: list[FrontPoint] = []
-    points: list[OperatingPoint] = []
-    overshoots: list[dict[str, Any]] = []
-    base = predictor_latency(predictor)
-    fastest = fastest_latency(space, base, seed=settings.evolution.seed)
-    if settings.mode == "pareto":
-        front = pareto_search(space, fitness, base, settings.evolution.population, settings.evolution.iterations,
-                              settings.evolution.mutation_prob, seed=settings.evolution.seed, progress=progress)
-    for constraint in sorted(settings.constraints_ms):
-        margin = 0.0
-        for attempt in range(settings.retries + 1):
-            latency = predictor_latency(predictor, margin)
-            found = _find(space, fitness, latency, constraint, settings, front, fastest * (1 + margin), progress)
-            measured = measure_latency(model, found.config, src_len=src_len, tgt_len=tgt_len, beam=settings.beam,
-                                       runs=settings.verify_runs, threads=settings.threads,
-                                       cpus=settings.measure_cpus).total_ms
-            if measured <= constraint:
-                break
-            overshoots.append({"constraint_ms": constraint, "id": found.config.id, "attempt": attempt,
-                               "predicted_ms": base(found.config), "measured_ms": measured, "margin": margin})
-            margin = max(margin, measured / base(found.config) - 1.0) + 0.02
-            if constraint < fastest * (1 + margin):
-                break  # no configuration can meet the constraint with this margin: keep the point, report it
-        points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
-                                     params=count_params(found.config, space, len(vocab)).total))
+    with LossFitness(model, vocab, subset, precision=settings.precision, workers=settings.workers) as fitness:
+        protocol = predictor.metadata.get("protocol", {})
+        src_len, tgt_len = protocol.get("src_len", 30), protocol.get("tgt_len", 30)
+        front: list[FrontPoint] = []
+        points: list[OperatingPoint] = []
+        overshoots: list[dict[str, Any]] = []
+        base = predictor_latency(predictor)
+        fastest = fastest_latency(space, base, seed=settings.evolution.seed)
+        if settings.mode == "pareto":
+            front = pareto_search(space, fitness, base, settings.evolution.population, settings.evolution.iterations,
+                                  settings.evolution.mutation_prob, seed=settings.evolution.seed, progress=progress)
+        for constraint in sorted(settings.constraints_ms):
+            margin = 0.0
+            for attempt in range(settings.retries + 1):
+                latency = predictor_latency(predictor, margin)
+                found = _find(space, fitness, latency, constraint, settings, front, fastest * (1 + margin), progress)
+                measured = measure_latency(model, found.config, src_len=src_len, tgt_len=tgt_len, beam=settings.beam,
+                                           runs=settings.verify_runs, threads=settings.threads,
+                                           cpus=settings.measure_cpus).total_ms
+                if measured <= constraint:
+                    break
+                overshoots.append({"constraint_ms": constraint, "id": found.config.id, "attempt": attempt,
+                                   "predicted_ms": base(found.config), "measured_ms": measured, "margin": margin})
+                margin = max(margin, measured / base(found.config) - 1.0) + 0.02
+                if constraint < fastest * (1 + margin):
+                    break  # no configuration can meet the constraint with this margin: keep the point, report it
+            points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
+                                         params=count_params(found.config, space, len(vocab)).total))
     tests = test if settings.test_sentences is None else ParallelCorpus(
         test.src[: settings.test_sentences], test.tgt[: settings.test_sentences], test.src_lang, test.tgt_lang,
         test.name)
