@@ -3,7 +3,7 @@
 HAT scores every candidate on the whole validation set and re-scores unchanged parents every iteration (750 of
 its 3,750 passes per constraint). Here scores are cached by configuration id, shared across constraints and search
 modes, and computed on a fixed validation subset whose size is stated with every result. On a CPU with bfloat16
-arithmetic (AVX-512 BF16) the passes run under bfloat16 autocast: 1.55x faster on this machine's AMD EPYC at one
+arithmetic (AVX-512 BF16) the passes run under bfloat16 autocast: 1.77x faster on this machine's AMD EPYC at one
 thread, losses within 0.001 bits of float32 (docs/search.md). With ``workers`` > 1 the uncached candidates of a
 generation are scored in that many forked processes (one thread and one CPU each; the weights are shared
 copy-on-write); the searches hand it a whole generation at a time (``score_all``).
