@@ -165,12 +165,18 @@ class DecoderState:
     cross_mask: list[Tensor | None]
     length: int = 0
 
-    def reorder(self, order: Tensor) -> None:
-        """Follow the surviving hypotheses in beam search (``order`` indexes the batch)."""
+    def reorder(self, order: Tensor, cross: bool = True) -> None:
+        """Follow the surviving hypotheses in beam search (``order`` indexes the batch).
+
+        ``cross=False`` keeps the encoder-decoder keys and values as they are: right when every row of ``order``
+        comes from a row of the same sentence (a beam reshuffling its own hypotheses), whose rows all hold the
+        same encoder output; it saves copying them at every step, as fairseq does.
+        """
         self.self_kv = [None if kv is None else (kv[0].index_select(0, order), kv[1].index_select(0, order))
                         for kv in self.self_kv]
-        self.cross_kv = [(k.index_select(0, order), v.index_select(0, order)) for k, v in self.cross_kv]
-        self.cross_mask = [None if m is None else m.index_select(0, order) for m in self.cross_mask]
+        if cross:
+            self.cross_kv = [(k.index_select(0, order), v.index_select(0, order)) for k, v in self.cross_kv]
+            self.cross_mask = [None if m is None else m.index_select(0, order) for m in self.cross_mask]
 
 
 def init_state(w: SubTransformerWeights, enc: EncoderOut) -> DecoderState:

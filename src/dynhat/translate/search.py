@@ -59,11 +59,14 @@ def _next_log_probs(model: Seq2SeqModel, tokens: Tensor, state: DecoderState, co
     """Log-probabilities [N, V] of the next token, with the search's constraints applied (rows in ``forced`` may
     only end)."""
     lprobs = torch.log_softmax(model.decode_step(tokens, state, config).float(), dim=-1)
-    lprobs[:, [BOS, model.padding_idx]] = -math.inf
-    lprobs[:, UNK] -= unk_penalty
-    eos = model.eos_idx
-    lprobs[forced, :eos] = -math.inf
-    lprobs[forced, eos + 1 :] = -math.inf
+    lprobs[:, BOS] = -math.inf
+    lprobs[:, model.padding_idx] = -math.inf
+    if unk_penalty:
+        lprobs[:, UNK] -= unk_penalty
+    if bool(forced.any()):
+        eos = model.eos_idx
+        lprobs[forced, :eos] = -math.inf
+        lprobs[forced, eos + 1 :] = -math.inf
     return lprobs
 
 
@@ -157,9 +160,10 @@ def beam_search_nbest(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransf
             break
         order = (torch.arange(n, device=device).unsqueeze(1) * beam + top_row.gather(1, keep_rank))[running].view(-1)
         tokens = top_token.gather(1, keep_rank)[running].view(-1)
+        dropped = not bool(running.all())  # a sentence left the batch: rows now belong to other sentences
         scores, alive = scores[running], alive[running]
         history = torch.cat([history[order], tokens.unsqueeze(1)], dim=1)
-        state.reorder(order)
+        state.reorder(order, cross=dropped)
     keep = beam if nbest is None else nbest
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:keep] for hyps in finished]
 
