@@ -30,6 +30,7 @@ from dynhat.latency.predictor import EnsemblePredictor, HatPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "latency.md"
+DEFAULT_OUT = str(REPO / "runs" / "latency")
 
 
 def main() -> None:
@@ -41,7 +42,10 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
-    parser.add_argument("--out-dir", default=str(REPO / "runs" / "latency"))
+    parser.add_argument("--out-dir", default=DEFAULT_OUT)
+    parser.add_argument("--heading", default=None,
+                        help="docs section (default '## Latency datasets of this machine: SPACE'); another machine's "
+                             "results go under their own heading")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -73,9 +77,11 @@ def main() -> None:
 
     info = machine_info()
     lat = a.table("layer").total_ms
-    lines = [f"## Latency datasets of this machine: {args.space}", "",
+    lines = [args.heading or f"## Latency datasets of this machine: {args.space}", "",
              f"Command: `python benchmarks/latency_own.py --space {args.space} --configs {args.configs} --repeat "
-             f"{args.repeat} --runs {args.runs} --vocab {args.vocab}{'' if args.cpu is None else f' --cpu {args.cpu}'}`"
+             f"{args.repeat} --runs {args.runs} --vocab {args.vocab}{'' if args.cpu is None else f' --cpu {args.cpu}'}"
+             f"{'' if args.heading is None else f' --heading {args.heading!r}'}"
+             f"{'' if args.out_dir == DEFAULT_OUT else f' --out-dir {args.out_dir}'}`"
              f" ({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']},"
              " 1 thread).", "",
              f"Protocol: 30-token source, 30 decoder steps at beam 4, {args.runs} timed runs after 5 warm-up runs, "

@@ -108,11 +108,23 @@ def test_calibration_measures_every_point(tmp_path: Path) -> None:
     assert len({(c.overhead_ms, c.scale) for c in dyn.costs}) == 1  # what serving adds: one fit for all points
     status = dyn.status()
     assert status["budget_ms"] == 100.0 and len(status["points"]) == 3
-    assert dyn.length_ratio == 1.2  # synthetic sentences teach nothing about real lengths
+    assert dyn.length_ratios == [1.2] * 3  # synthetic sentences teach nothing about real lengths
     src = sentences(4)
     real = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=2, calibration_sentences=src)
-    outs = [len(h.tokens) for t in real.translators for h in t.hypotheses(src)]
-    assert real.length_ratio == pytest.approx(sum(outs) / (len(real.points) * sum(len(vocab.encode(x)) for x in src)))
+    src_total = sum(len(vocab.encode(x)) for x in src)
+    # each point's own output length: a point that writes more is expected to take longer
+    for ratio, translator in zip(real.length_ratios, real.translators, strict=True):
+        assert ratio == pytest.approx(sum(len(h.tokens) for h in translator.hypotheses(src)) / src_total)
+    short, long = (DynamicTranslator(model, vocab, library, 100.0, costs=real.costs_by_threads) for _ in range(2))
+    long.length_ratios = [2 * r for r in short.length_ratios]
+    k = real.calibrated_threads
+    assert all(long._calibrated_ms(k, i, 20) > short._calibrated_ms(k, i, 20) for i in range(3))
+    # traffic teaches only the point that served it
+    before = list(real.length_ratios)
+    served = real.translate_one(src[0])
+    assert [r != b for r, b in zip(real.length_ratios, before, strict=True)].count(True) <= 1
+    assert all(r == b for i, (r, b) in enumerate(zip(real.length_ratios, before, strict=True))
+               if i != served.point_index)
 
 
 def test_concurrent_requests_during_budget_changes_never_mix_points(tmp_path: Path) -> None:

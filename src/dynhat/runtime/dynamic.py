@@ -30,6 +30,7 @@ from dynhat.search.points import OperatingPoint, PointLibrary
 from dynhat.translate.translator import TextVocabulary, Translator
 
 CALIBRATION_TOKENS = 30
+DEFAULT_LENGTH_RATIO = 1.2  # output / source subwords before any real translation
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class DynamicTranslator:
         self.translators = [Translator(model, vocab, p.config, beam=beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
-        self.length_ratio = 1.2  # output / source subwords: from the calibration translations, then from traffic
+        # output / source subwords per point (an under-trained point may repeat itself and write half as much
+        # again): from the calibration translations, then from the point's own traffic
+        self.length_ratios = [DEFAULT_LENGTH_RATIO] * len(self.points)
         if costs is None:
             self.costs_by_threads = self.calibrate(calibrate_runs, calibration_sentences)
         elif isinstance(costs, Mapping):
@@ -171,9 +174,10 @@ class DynamicTranslator:
         The fit is shared by the points of a thread count: what serving adds (tokenizing, beam bookkeeping, the
         per-call overhead) does not depend on the point's widths, and a fit per point on a dozen noisy timings
         can give the fastest point the largest overhead, which ranked it slower than the next one and made the
-        controller fall back to the wrong point when nothing fitted (session 5). Real ``sentences`` also give the
-        first output/source length ratio (the default 1.2 guessed outputs ~50 % too long on Multi30k, which
-        inflated every estimate and the scenario's budgets until traffic corrected it)."""
+        controller fall back to the wrong point when nothing fitted (session 5). Real ``sentences`` also give each
+        point's first output/source length ratio (the default 1.2 guessed outputs ~50 % too long on Multi30k,
+        which inflated every estimate and the scenario's budgets until traffic corrected it; and the points'
+        ratios differ by up to 1.4x, docs/runtime.md)."""
         import numpy as np
         import torch
 
@@ -184,23 +188,24 @@ class DynamicTranslator:
         try:
             for threads in range(1, self.calibrated_threads + 1):
                 torch.set_num_threads(threads)
-                bases, rows, observed, src_tokens, out_tokens = [], [], [], [], []
-                for p, translator in zip(self.points, self.translators, strict=True):
+                bases, rows, observed = [], [], []
+                for i, (p, translator) in enumerate(zip(self.points, self.translators, strict=True)):
                     r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
                                         tgt_len=CALIBRATION_TOKENS, beam=self.beam, runs=runs, warmup=2,
                                         threads=threads)
                     base = PointCost(r.encoder_ms, r.decoder_ms)
                     bases.append(base)
                     translator.hypotheses(sentences[:1])  # warm-up
+                    src_total = out_total = 0
                     for sentence in sentences:
                         start = time.perf_counter()
                         hyp = translator.hypotheses([sentence])[0]
                         observed.append((time.perf_counter() - start) * 1e3)
-                        src_tokens.append(len(self.vocab.encode(sentence)))
-                        out_tokens.append(len(hyp.tokens))
-                        rows.append([1.0, base.protocol_ms(src_tokens[-1] + 1, out_tokens[-1] + 1)])
-                if real and threads == self.calibrated_threads:
-                    self.length_ratio = sum(out_tokens) / max(1, sum(src_tokens))
+                        src, out = len(self.vocab.encode(sentence)), len(hyp.tokens)
+                        src_total, out_total = src_total + src, out_total + out
+                        rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
+                    if real and threads == self.calibrated_threads and src_total:
+                        self.length_ratios[i] = out_total / src_total
                 (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
                 if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
                     overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
@@ -270,7 +275,7 @@ class DynamicTranslator:
         return index, candidates[index].expected_ms, threads[index]
 
     def _calibrated_ms(self, threads: int, index: int, src_tokens: float) -> float:
-        out_guess = max(1.0, self.length_ratio * src_tokens)
+        out_guess = max(1.0, self.length_ratios[index] * src_tokens)
         return self.costs_by_threads[threads][index].expected_ms(src_tokens + 1, out_guess + 1)
 
     def translate_one(self, sentence: str, budget_ms: float | None = None, strict: bool = False
@@ -306,7 +311,7 @@ class DynamicTranslator:
             actual = self.costs_by_threads[threads][index].expected_ms(src_tokens + 1, out_tokens + 1)
             slow = self.slowdowns[threads].update(latency, actual)
             if src_tokens:
-                self.length_ratio += 0.1 * (out_tokens / src_tokens - self.length_ratio)
+                self.length_ratios[index] += 0.1 * (out_tokens / src_tokens - self.length_ratios[index])
                 self.typical_src = src_tokens if self.typical_src is None else (
                     self.typical_src + 0.1 * (src_tokens - self.typical_src))
         result = TranslationResult(text, self.points[index].id, index, latency, expected, budget, latency <= budget,
@@ -329,7 +334,8 @@ class DynamicTranslator:
             "free_cores": round(self.free_cores.value, 2),
             "resources": self.monitor.read().to_dict(),
             "points": [{"id": p.id, "valid_loss": p.valid_loss, "bleu": p.bleu,
-                        "calibrated_ms": round(self.full_resource_ms(i, CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3)}
+                        "calibrated_ms": round(self.full_resource_ms(i, CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3),
+                        "length_ratio": round(self.length_ratios[i], 3)}
                        for i, p in enumerate(self.points)],
             "recent_latency_ms": [round(r.latency_ms, 2) for r in recent],
             "switches": len(self.switches),

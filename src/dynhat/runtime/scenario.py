@@ -168,7 +168,7 @@ class PhaseReport:
 def reference_budget(translator: DynamicTranslator, factor: float, src_tokens: int) -> float:
     """``factor`` x the best point's calibrated latency for a ``src_tokens`` sentence at full resources."""
     best = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
-    out = max(1, round(translator.length_ratio * src_tokens))
+    out = max(1, round(translator.length_ratios[best] * src_tokens))
     return factor * translator.full_resource_ms(best, src_tokens + 1, out + 1)
 
 
@@ -290,13 +290,13 @@ def run_experiment(translator: DynamicTranslator, scenario: Scenario, sources: S
     """The dynamic translator; then (``static``) the same policy at the phases' thread counts (what switching
     points alone achieves) and each point alone at those thread counts, through the same phases and budgets."""
 
-    length_ratio = translator.length_ratio  # as calibrated, before the dynamic run learns from the stream
+    length_ratios = list(translator.length_ratios)  # as calibrated, before the dynamic run learns from the stream
 
     def copy(policy: Any) -> DynamicTranslator:
         twin = DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
                                  policy, translator.beam, costs=translator.costs_by_threads,
                                  threads=translator.calibrated_threads, adapt_threads=False)
-        twin.length_ratio = length_ratio
+        twin.length_ratios = list(length_ratios)
         return twin
 
     fixed_threads = copy(deepcopy(translator.policy))  # the policy as it was before the dynamic run

@@ -1,0 +1,115 @@
+"""How far apart the operating points really are: the measurement protocol against real translations.
+
+The search and the point library rank points by HAT's protocol (a 30-token source, 30 decoder steps at beam 4,
+no beam bookkeeping). A served request differs in two ways: beam search adds work per step that does not shrink
+with the model (log-softmax and top-k over the vocabulary, reordering the caches, the hypotheses), and each point
+writes its own output length (an under-trained point may repeat itself until the length limit). Both compress
+the range between the fastest and the best point, and the range is what the runtime has to absorb a loss of
+resources with. For each point this translates the same validation sentences one at a time, as the runtime
+serves them (beam 4, one pinned thread), and splits the mean time into the protocol's per-token cost at the
+sentence's real lengths and the remainder.
+
+    python benchmarks/point_range.py CHECKPOINT POINTS --sentences 100 --cpu 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from docs_section import write_section
+
+from dynhat.data.fetch import load_multi30k, shared_data_dir
+from dynhat.latency.measure import machine_info, measure_latency, pinned
+from dynhat.search.points import PointLibrary
+from dynhat.translate.evaluate import load_trained
+from dynhat.translate.search import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
+from dynhat.translate.translator import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "runtime.md"
+HEADING = "## The operating points' real range"
+PROTOCOL_TOKENS = 30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("points")
+    parser.add_argument("--sentences", type=int, default=100, help="first N sentences of Multi30k val")
+    parser.add_argument("--runs", type=int, default=50, help="protocol runs per point (HAT: 300)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: no pinning)")
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--docs", type=Path, default=DOCS)
+    args = parser.parse_args()
+    model, vocab = load_trained(args.checkpoint)
+    model.eval()
+    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    sentences = load_multi30k("val", shared_data_dir() / "multi30k").src[: args.sentences]
+    cpus = None if args.cpu is None else [args.cpu]
+    rows = []
+    seen: set[str] = set()
+    for point in library.sorted():
+        if point.id in seen:
+            continue
+        seen.add(point.id)
+        protocol = measure_latency(model, point.config, runs=args.runs, warmup=5, beam=args.beam, cpus=cpus)
+        translator = Translator(model, vocab, point.config, beam=args.beam)
+        times, src_len, out_len = [], [], []
+        with pinned(1, cpus):
+            translator.translate(sentences[:5])  # warm-up
+            for s in sentences:
+                start = time.perf_counter()
+                (hyp,) = translator.hypotheses([s])
+                times.append((time.perf_counter() - start) * 1e3)
+                src_len.append(len(vocab.encode(s)) + 1)
+                out_len.append(len(hyp.tokens) + 1)
+        real = statistics.fmean(times)
+        model_ms = statistics.fmean(
+            (protocol.encoder_ms * s + protocol.decoder_ms * o) / PROTOCOL_TOKENS for s, o in zip(src_len, out_len,
+                                                                                                  strict=True))
+        steps = statistics.fmean(out_len)
+        rows.append({"id": point.id, "bleu": point.bleu, "protocol": protocol.total_ms,
+                     "step": protocol.decoder_ms / PROTOCOL_TOKENS, "real": real, "steps": steps,
+                     "model": model_ms, "rest_per_step": (real - model_ms) / steps,
+                     "repeat_pct": 100 * statistics.fmean(
+                         float(o - 1 >= int(DEFAULT_MAX_LEN_A * s + DEFAULT_MAX_LEN_B))
+                         for s, o in zip(src_len, out_len, strict=True))})
+        print(f"{point.id}: protocol {protocol.total_ms:.1f} ms, real {real:.1f} ms, {steps:.1f} steps", flush=True)
+    write_docs(args, rows)
+
+
+def write_docs(args: argparse.Namespace, rows: list[dict]) -> None:
+    info = machine_info()
+    fast, best = rows[0], rows[-1]
+    lines = [
+        HEADING, "",
+        f"Command: `python benchmarks/point_range.py {args.checkpoint} {args.points} --sentences {args.sentences} "
+        f"--runs {args.runs}" + (f" --cpu {args.cpu}" if args.cpu is not None else "") + "` "
+        f"({datetime.date.today()}, {info['cpu']}, torch {info['torch']}, one thread, beam {args.beam}): each "
+        f"point translates the first {args.sentences} val sentences one at a time; 'model' is the protocol's "
+        "encoder and decoder cost per token at each sentence's real source and output lengths, 'rest' what a "
+        "served translation adds per output token (beam bookkeeping, tokenizing).", "",
+        "| point | BLEU | protocol 30/30 (ms) | protocol per step (ms) | real mean (ms) | output tokens | model (ms) "
+        "| rest per token (ms) | at the length limit (%) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['id']} | {r['bleu']} | {r['protocol']:.1f} | {r['step']:.2f} | {r['real']:.1f} | "
+                     f"{r['steps']:.1f} | {r['model']:.1f} | {r['rest_per_step']:.2f} | {r['repeat_pct']:.0f} |")
+    lines += ["", f"Best point / fastest point: protocol {best['protocol'] / fast['protocol']:.2f}x, per decoder "
+              f"step {best['step'] / fast['step']:.2f}x, real translations {best['real'] / fast['real']:.2f}x "
+              f"(output tokens {fast['steps'] / best['steps']:.2f}x as many on the fastest point).", ""]
+    write_section(args.docs, HEADING, "\n".join(lines), "# Runtime")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
