@@ -147,6 +147,8 @@ def test_the_ridge_is_chosen_on_the_validation_rows(table: LatencyTable, ours: E
                          np.zeros(60), "noise.csv")
     fitted = EnsemblePredictor(members=2, steps=0).fit(noisy, 0)
     assert fitted.ridge_used >= 1e-2
+    # no chosen ridge predicts a non-positive latency for a configuration it was fitted on
+    assert np.all(fitted.predict(noisy.features[noisy.split(0).train]) > 0)
     assert EnsemblePredictor(members=2, steps=0, ridge=1e-6).fit(noisy, 0).ridge_used == 1e-6
 
 

@@ -16,11 +16,12 @@ are HAT's (``first_layer``, ``layers.i``, ``predict``).
 
 ``EnsemblePredictor`` (method ``ours``) -- a bootstrap ensemble; member m is
   * a linear model, fitted by weighted least squares on the member's bootstrap resample of the train rows, on
-    standardised features, its ridge chosen from ``RIDGES`` on the validation rows (clean data keeps a small one;
-    a few noisy rows for many per-layer features, where a tiny ridge extrapolates to negative latencies, get a
-    larger one); for HAT's 10 features the inputs are the 10 plus their per-stack sums and products
-    (``hat_derived_features``: decoder layers x width x FFN ... -- latency is a sum over layers); per-layer
-    features (``layer_features``, which carry an analytic MAC count per layer) are used as they are;
+    standardised features, its ridge chosen from ``RIDGES`` on the validation rows among those whose fit keeps
+    every training row's latency positive (clean data keeps a small one; a few noisy rows for many per-layer
+    features, where a tiny ridge extrapolates to negative latencies, get a larger one); for HAT's 10 features
+    the inputs are the 10 plus their per-stack sums and products (``hat_derived_features``: decoder layers x
+    width x FFN ... -- latency is a sum over layers); per-layer features (``layer_features``, which carry an
+    analytic MAC count per layer) are used as they are;
   * plus a small MLP on the same inputs for what the linear part misses, its output layer zero-initialised (it
     starts as the linear model), trained full-batch with AdamW, with early stopping on the validation rows (kept
     at zero when it never helps).
@@ -438,7 +439,7 @@ def _weighted_ridge(a: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float, h
     return beta, max(scale, floor)
 
 
-RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 class EnsemblePredictor(LatencyPredictor):
@@ -490,8 +491,12 @@ class EnsemblePredictor(LatencyPredictor):
             mean = design[valid] @ np.mean([beta for beta, _ in fits], axis=0)
             return float(np.sum(w[valid] * (y[valid] - mean) ** 2))
 
+        def positive(fits: list[tuple[np.ndarray, float]]) -> bool:  # a latency is never <= 0
+            return bool(np.all(design[train] @ np.mean([beta for beta, _ in fits], axis=0) > 0))
+
         by_ridge = {r: linear_fits(r) for r in (RIDGES if self.ridge is None else (self.ridge,))}
-        self.ridge_used = min(by_ridge, key=lambda r: valid_error(by_ridge[r]))
+        allowed = [r for r in by_ridge if positive(by_ridge[r])] or list(by_ridge)
+        self.ridge_used = min(allowed, key=lambda r: valid_error(by_ridge[r]))
         fits = by_ridge[self.ridge_used]
         self.base = np.stack([beta for beta, _ in fits])
         scale = torch.tensor([s for _, s in fits], dtype=torch.float32).unsqueeze(1)  # [M, 1]
