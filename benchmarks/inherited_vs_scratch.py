@@ -42,7 +42,7 @@ HEADING = "## Inherited against from-scratch SubTransformers"
 def _budget(payload: dict[str, Any]) -> str:
     state, settings = payload["state"], payload["settings"]
     return (f"{state['update']} updates ({settings['max_tokens']} tokens each at most), "
-            f"{state['elapsed_s'] / 60:.0f} min")
+            f"{state['elapsed_s'] / 60:.0f} min on {settings.get('threads', '?')} thread(s)")
 
 
 def main() -> None:
@@ -89,9 +89,10 @@ def main() -> None:
 
     lines = [HEADING, "",
              f"Command: `python benchmarks/inherited_vs_scratch.py {args.supertransformer} {' '.join(args.scratch)}"
-             f"{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
+             f"{'' if args.cpu is None else f' --cpu {args.cpu}'} --recipe '{args.recipe}'"
+             f"{'' if args.results is None else f' --results {args.results}'}` ({datetime.date.today()}, "
              f"{machine_info()['cpu']}). Training: {args.recipe} for every run (the from-scratch ones with "
-             "`--sampling fixed --fixed-config`), one thread each.", "", *budgets, "",
+             "`--sampling fixed --fixed-config`).", "", *budgets, "",
              "sacreBLEU on test_2016_flickr (1,000 sentences, beam 4, length penalty 0.6); validation loss on all of "
              "val (bits per token).", "",
              "| SubTransformer | decoder layers | params | inherited BLEU | from scratch BLEU | inherited - scratch | "
