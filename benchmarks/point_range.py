@@ -28,6 +28,7 @@ from docs_section import write_section
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info, measure_latency, pinned
+from dynhat.runtime.dynamic import CALIBRATION_TOKENS, PointCost
 from dynhat.search.points import PointLibrary
 from dynhat.translate.evaluate import load_trained
 from dynhat.translate.search import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
@@ -36,7 +37,6 @@ from dynhat.translate.translator import Translator
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "runtime.md"
 HEADING = "## The operating points' real range"
-PROTOCOL_TOKENS = 30
 
 
 def main() -> None:
@@ -60,7 +60,8 @@ def main() -> None:
         if point.id in seen:
             continue
         seen.add(point.id)
-        protocol = measure_latency(model, point.config, runs=args.runs, warmup=5, beam=args.beam, cpus=cpus)
+        protocol = measure_latency(model, point.config, src_len=CALIBRATION_TOKENS, tgt_len=CALIBRATION_TOKENS,
+                                   runs=args.runs, warmup=5, beam=args.beam, cpus=cpus)
         translator = Translator(model, vocab, point.config, beam=args.beam)
         times, src_len, out_len = [], [], []
         with pinned(1, cpus):
@@ -74,12 +75,11 @@ def main() -> None:
                 src_len.append(len(vocab.encode(s)) + 1)
                 out_len.append(len(hyp.tokens) + 1)
         real = statistics.fmean(times)
-        model_ms = statistics.fmean(
-            (protocol.encoder_ms * s + protocol.decoder_ms * o) / PROTOCOL_TOKENS for s, o in zip(src_len, out_len,
-                                                                                                  strict=True))
+        cost = PointCost(protocol.encoder_ms, protocol.decoder_ms)  # the runtime's per-token scaling
+        model_ms = statistics.fmean(cost.protocol_ms(s, o) for s, o in zip(src_len, out_len, strict=True))
         steps = statistics.fmean(out_len)
         rows.append({"id": point.id, "bleu": point.bleu, "protocol": protocol.total_ms,
-                     "step": protocol.decoder_ms / PROTOCOL_TOKENS, "real": real, "steps": steps,
+                     "step": protocol.decoder_ms / CALIBRATION_TOKENS, "real": real, "steps": steps,
                      "model": model_ms, "rest_per_step": (real - model_ms) / steps,
                      "repeat_pct": 100 * statistics.fmean(
                          float(o - 1 >= int(DEFAULT_MAX_LEN_A * s + DEFAULT_MAX_LEN_B))
