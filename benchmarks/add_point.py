@@ -18,18 +18,15 @@ import sys
 
 import torch
 
-from dynhat.data.corpus import ParallelCorpus
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
 from dynhat.latency.measure import measure_latency
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.points import OperatingPoint, PointLibrary
-from dynhat.search.run import predictor_latency
+from dynhat.search.run import first_sentences, point_bleu, predictor_latency
 from dynhat.space.cost import count_params
-from dynhat.translate.bleu import sacrebleu_bleu
 from dynhat.translate.evaluate import load_trained
-from dynhat.translate.translator import Translator
 
 
 def main() -> None:
@@ -59,10 +56,8 @@ def main() -> None:
     with LossFitness(model, vocab, subset, precision=fit.get("precision", "float32")) as fitness:
         loss = fitness(config)
     measured = measure_latency(model, config, runs=args.runs, threads=library.threads).total_ms
-    test = load_multi30k("test_2016_flickr", root)
-    n = fit.get("test_sentences", len(test.src))
-    tests = ParallelCorpus(test.src[:n], test.tgt[:n], test.src_lang, test.tgt_lang, test.name)
-    bleu = round(sacrebleu_bleu(Translator(model, vocab, config).translate(tests.src), tests.tgt)[0], 2)
+    tests = first_sentences(load_multi30k("test_2016_flickr", root), fit.get("test_sentences"))
+    bleu = point_bleu(model, vocab, config, tests, beam=4)
     predicted = predictor_latency(LatencyPredictor.load(args.predictor))(config)
     point = OperatingPoint(config, float(math.ceil(measured)), predicted, loss, measured, bleu,
                            count_params(config, model.space, len(vocab)).total)

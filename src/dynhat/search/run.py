@@ -103,12 +103,9 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                     break  # no configuration can meet the constraint with this margin: keep the point, report it
             points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
                                          params=count_params(found.config, space, len(vocab)).total))
-    tests = test if settings.test_sentences is None else ParallelCorpus(
-        test.src[: settings.test_sentences], test.tgt[: settings.test_sentences], test.src_lang, test.tgt_lang,
-        test.name)
+    tests = first_sentences(test, settings.test_sentences)
     for point in points:
-        hyps = Translator(model, vocab, point.config, beam=settings.beam).translate(tests.src)
-        point.bleu = round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
+        point.bleu = point_bleu(model, vocab, point.config, tests, settings.beam)
     machine = machine_info()
     library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
                            {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
@@ -116,6 +113,20 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                             "precision": fitness.precision,
                             "test_sentences": len(tests.src), "mode": settings.mode}, space.to_dict())
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
+
+
+def first_sentences(corpus: ParallelCorpus, count: int | None) -> ParallelCorpus:
+    """The first ``count`` pairs (all when None): the test sentences an operating point's BLEU is stated on."""
+    if count is None:
+        return corpus
+    return ParallelCorpus(corpus.src[:count], corpus.tgt[:count], corpus.src_lang, corpus.tgt_lang, corpus.name)
+
+
+def point_bleu(model: SuperTransformer, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
+               beam: int) -> float:
+    """An operating point's sacreBLEU on ``tests``, as the library records it."""
+    hyps = Translator(model, vocab, config, beam=beam).translate(tests.src)
+    return round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
 
 
 def _find(space: Any, fitness: LossFitness, latency: Callable[[SubTransformerConfig], float], constraint: float,
