@@ -22,9 +22,10 @@ from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
 from dynhat.latency.measure import measure_latency
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.search.decoding import point_bleu
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.points import OperatingPoint, PointLibrary
-from dynhat.search.run import first_sentences, point_bleu, predictor_latency
+from dynhat.search.run import first_sentences, predictor_latency
 from dynhat.space.cost import count_params
 from dynhat.translate.evaluate import load_trained
 

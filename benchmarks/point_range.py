@@ -5,9 +5,9 @@ no beam bookkeeping). A served request differs in two ways: beam search adds wor
 with the model (log-softmax and top-k over the vocabulary, reordering the caches, the hypotheses), and each point
 writes its own output length (an under-trained point may repeat itself until the length limit). Both compress
 the range between the fastest and the best point, and the range is what the runtime has to absorb a loss of
-resources with. For each point this translates the same validation sentences one at a time, as the runtime
-serves them (beam 4, one pinned thread), and splits the mean time into the protocol's per-token cost at the
-sentence's real lengths and the remainder.
+resources with. For each point the runtime serves (``PointLibrary.efficient``, each at its own beam) this
+translates the same validation sentences one at a time, as the runtime serves them (one pinned thread), and splits
+the mean time into the protocol's per-token cost at the sentence's real lengths and the remainder.
 
     python benchmarks/point_range.py CHECKPOINT POINTS --sentences 100 --cpu 1
 """
@@ -46,7 +46,6 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=100, help="first N sentences of Multi30k val")
     parser.add_argument("--runs", type=int, default=50, help="protocol runs per point (HAT: 300)")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: no pinning)")
-    parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--docs", type=Path, default=DOCS)
     args = parser.parse_args()
     model, vocab = load_trained(args.checkpoint)
@@ -55,14 +54,10 @@ def main() -> None:
     sentences = load_multi30k("val", shared_data_dir() / "multi30k").src[: args.sentences]
     cpus = None if args.cpu is None else [args.cpu]
     rows = []
-    seen: set[str] = set()
-    for point in library.sorted():
-        if point.id in seen:
-            continue
-        seen.add(point.id)
+    for point in library.efficient():  # what the runtime serves
         protocol = measure_latency(model, point.config, src_len=CALIBRATION_TOKENS, tgt_len=CALIBRATION_TOKENS,
-                                   runs=args.runs, warmup=5, beam=args.beam, cpus=cpus)
-        translator = Translator(model, vocab, point.config, beam=args.beam)
+                                   runs=args.runs, warmup=5, beam=point.beam, cpus=cpus)
+        translator = Translator(model, vocab, point.config, beam=point.beam)
         times, src_len, out_len = [], [], []
         with pinned(1, cpus):
             # an untimed pass first: the first sentence of each new length is slow in a fresh process (the
@@ -78,7 +73,7 @@ def main() -> None:
         cost = PointCost(protocol.encoder_ms, protocol.decoder_ms)  # the runtime's per-token scaling
         model_ms = statistics.fmean(cost.protocol_ms(s, o) for s, o in zip(src_len, out_len, strict=True))
         steps = statistics.fmean(out_len)
-        rows.append({"id": point.id, "bleu": point.bleu, "protocol": protocol.total_ms,
+        rows.append({"id": point.id, "beam": point.beam, "bleu": point.bleu, "protocol": protocol.total_ms,
                      "step": protocol.decoder_ms / CALIBRATION_TOKENS, "real": real, "steps": steps,
                      "model": model_ms, "rest_per_step": (real - model_ms) / steps,
                      "repeat_pct": 100 * statistics.fmean(
@@ -95,17 +90,18 @@ def write_docs(args: argparse.Namespace, rows: list[dict]) -> None:
         HEADING, "",
         f"Command: `python benchmarks/point_range.py {args.checkpoint} {args.points} --sentences {args.sentences} "
         f"--runs {args.runs}" + (f" --cpu {args.cpu}" if args.cpu is not None else "") + "` "
-        f"({datetime.date.today()}, {info['cpu']}, torch {info['torch']}, one thread, beam {args.beam}): each "
-        f"point translates the first {args.sentences} val sentences one at a time; 'model' is the protocol's "
-        "encoder and decoder cost per token at each sentence's real source and output lengths, 'rest' what a "
-        "served translation adds per output token (beam bookkeeping, tokenizing).", "",
-        "| point | BLEU | protocol 30/30 (ms) | protocol per step (ms) | real mean (ms) | output tokens | model (ms) "
-        "| rest per token (ms) | at the length limit (%) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"({datetime.date.today()}, {info['cpu']}, torch {info['torch']}, one thread, each point at its own "
+        f"beam): each point translates the first {args.sentences} val sentences one at a time; 'model' is the "
+        "protocol's encoder and decoder cost per token at each sentence's real source and output lengths, 'rest' "
+        "what a served translation adds per output token (beam bookkeeping, tokenizing).", "",
+        "| point | beam | BLEU | protocol 30/30 (ms) | protocol per step (ms) | real mean (ms) | output tokens "
+        "| model (ms) | rest per token (ms) | at the length limit (%) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r['id']} | {r['bleu']} | {r['protocol']:.1f} | {r['step']:.2f} | {r['real']:.1f} | "
-                     f"{r['steps']:.1f} | {r['model']:.1f} | {r['rest_per_step']:.2f} | {r['repeat_pct']:.0f} |")
+        lines.append(f"| {r['id']} | {r['beam']} | {r['bleu']} | {r['protocol']:.1f} | {r['step']:.2f} | "
+                     f"{r['real']:.1f} | {r['steps']:.1f} | {r['model']:.1f} | {r['rest_per_step']:.2f} | "
+                     f"{r['repeat_pct']:.0f} |")
     lines += ["", f"Best point / fastest point: protocol {best['protocol'] / fast['protocol']:.2f}x, per decoder "
               f"step {best['step'] / fast['step']:.2f}x, real translations {best['real'] / fast['real']:.2f}x "
               f"(output tokens {fast['steps'] / best['steps']:.2f}x as many on the fastest point).", ""]

@@ -225,3 +225,58 @@ def test_library_of_a_reduced_space_carries_its_space(tmp_path: Path, space: Des
     lib.save(tmp_path / "bare.yml")
     with pytest.raises(ConfigError, match="only-small"):
         PointLibrary.load(tmp_path / "bare.yml")
+
+
+def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, space: DesignSpace) -> None:
+    small, large = smallest(space), largest(space)
+    points = [OperatingPoint(small, 80.0, 60.0, 3.9, 61.0), OperatingPoint(large, 200.0, 150.0, 3.2, 160.0),
+              OperatingPoint(small, 80.0, None, 3.9, 30.0, beam=1),
+              OperatingPoint(large, 200.0, None, 3.2, 55.0, beam=1)]  # faster and better than small at beam 4
+    assert [p.id for p in points[2:]] == [f"{small.id}-b1", f"{large.id}-b1"]
+    lib = PointLibrary(points, "multi30k-cpu", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1)
+    assert [(p.id, p.beam) for p in lib.efficient()] == [(f"{small.id}-b1", 1), (f"{large.id}-b1", 1),
+                                                         (large.id, 4)]
+    lib.save(tmp_path / "points.yml")
+    back = PointLibrary.load(tmp_path / "points.yml")
+    assert sorted((p.id, p.beam, p.predicted_ms) for p in back.points) == sorted(
+        (p.id, p.beam, p.predicted_ms) for p in points)
+    text = (tmp_path / "points.yml").read_text()
+    (tmp_path / "old.yml").write_text(text.replace("  beam: 4\n", ""))  # files of earlier versions: beam 4
+    assert sorted(p.beam for p in PointLibrary.load(tmp_path / "old.yml").points) == [1, 1, 4, 4]
+    (tmp_path / "bad.yml").write_text(text.replace("  beam: 1\n", "  beam: 0\n", 1))
+    with pytest.raises(ConfigError, match=r"points\[\d\].*beam 0"):
+        PointLibrary.load(tmp_path / "bad.yml")
+    (tmp_path / "mixed.yml").write_text(text.replace(f"id: {large.id}-b1", f"id: {large.id}"))
+    with pytest.raises(ConfigError, match="configuration and beam"):
+        PointLibrary.load(tmp_path / "mixed.yml")
+
+
+def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:
+    from dynhat.search.decoding import add_variants, point_bleu
+
+    model, space = toy
+    model.eval()
+    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(6)]
+    tests = ParallelCorpus(lines, lines, "en", "de", "toy")
+
+    class Vocab(_Vocab):
+        eos, pad = 2, 1
+
+        def decode(self, ids) -> str:
+            return " ".join(str(i) for i in ids)
+
+    small, large = smallest(space), largest(space)
+    lib = PointLibrary([OperatingPoint(small, 10.0, 9.0, 3.0, 9.5), OperatingPoint(large, 20.0, 19.0, 2.0, 19.5),
+                        OperatingPoint(large, 30.0, 19.0, 2.0, 19.5)], "toy", {"path": "x", "sha256": "0"},
+                       {"cpu": "x"}, 1)
+    out = add_variants(lib, model, Vocab(), tests, beams=(1, 4), runs=3, src_len=5, tgt_len=5, progress=False)
+    added = out.points[len(lib.points):]
+    # one variant per SubTransformer and new beam (the beam-4 points exist, the large one won two constraints)
+    assert sorted(p.id for p in added) == sorted([f"{small.id}-b1", f"{large.id}-b1"])
+    for p in added:
+        assert p.beam == 1 and p.predicted_ms is None and p.measured_ms > 0
+        assert p.bleu == point_bleu(model, Vocab(), p.config, tests, 1)
+        assert p.valid_loss == (3.0 if p.config == small else 2.0)
+    assert next(p for p in added if p.config == large).constraint_ms == 20.0  # the tightest it won
+    with pytest.raises(ValueError, match="beams"):
+        add_variants(lib, model, Vocab(), tests, beams=(0,), progress=False)

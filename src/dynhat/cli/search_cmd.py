@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from dynhat.errors import ConfigError
 
@@ -24,6 +25,24 @@ def parse_constraints(text: str) -> tuple[float, ...]:
     if not values or min(values) <= 0:
         raise ConfigError(f"{text!r}: constraints must be positive milliseconds", field="--constraints")
     return values
+
+
+def _int_list(text: str, flag: str, low: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < low:
+        raise ConfigError(f"{text!r}: expected integers >= {low} separated by commas", field=flag)
+    return values
+
+
+def parse_beams(text: str) -> tuple[int, ...]:
+    return _int_list(text, "--beams", 1)
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    return _int_list(text, "--cpus", 0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +72,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--workers", type=int, default=1,
                         help="fitness processes, one CPU each (a generation's new candidates in parallel)")
     search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--variant-beams", type=parse_beams, default=(),
+                        help="also verify every point decoded with these beams, e.g. 1 (greedy): decoding variants")
     search.set_defaults(func=_search)
+
+    variants = sub.add_parser("variants", help="add decoding variants (each point at narrower beams, verified on "
+                                               "this machine) to an operating-point library")
+    variants.add_argument("checkpoint", help="the library's SuperTransformer checkpoint")
+    variants.add_argument("--points", required=True, help="operating-point library to extend")
+    variants.add_argument("--beams", type=parse_beams, default=(1,), help="beams of the variants (default 1)")
+    variants.add_argument("--out", required=True, help="library YAML to write (may be --points)")
+    variants.add_argument("--runs", type=int, default=50, help="timed runs of each variant's latency check")
+    variants.add_argument("--cpus", type=parse_cpus, default=None,
+                          help="CPUs of the latency check, e.g. 1 (those of the library's measurements)")
+    variants.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    variants.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    variants.set_defaults(func=_variants)
 
     reduce = sub.add_parser("reduce", help="keep only the design-space choices a device family's operating points "
                                            "use; write the reduced space YAML")
@@ -85,6 +119,33 @@ def _reduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_library(library: Any) -> None:
+    served = {p.id for p in library.efficient()}
+    print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} {'dec':>3} {'beam':>4}  id")
+    for p in library.sorted():
+        predicted = "-" if p.predicted_ms is None else f"{p.predicted_ms:.2f}"
+        print(f"{p.constraint_ms:>10.1f} {predicted:>9} {p.measured_ms:>8.2f} {p.valid_loss:>7.4f} {p.bleu:>6.2f} "
+              f"{p.config.decoder_layer_num:>3} {p.beam:>4}  {p.id}" + ("" if p.id in served else "  (not served)"))
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.search.decoding import add_variants
+    from dynhat.search.points import PointLibrary
+    from dynhat.search.run import first_sentences
+    from dynhat.translate.evaluate import load_trained
+
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    tests = first_sentences(load_multi30k("test_2016_flickr", root), library.fitness.get("test_sentences"))
+    extended = add_variants(library, model, vocab, tests, args.beams, args.runs, cpus=args.cpus)
+    extended.save(args.out)
+    print_library(extended)
+    print(f"{len(extended.points) - len(library.points)} variants added; wrote {args.out}")
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.latency.measure import pinned
@@ -98,7 +159,7 @@ def _search(args: argparse.Namespace) -> int:
                                   iterations=args.iterations, patience=args.patience, seed=args.seed)
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
                               verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
-                              threads=args.threads, precision=args.precision,
+                              threads=args.threads, variant_beams=args.variant_beams, precision=args.precision,
                               workers=args.workers)
     model, vocab = load_trained(args.checkpoint)
     predictor = load_predictor(args.predictor)
@@ -110,10 +171,7 @@ def _search(args: argparse.Namespace) -> int:
         report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
                                          load_multi30k("test_2016_flickr", root), settings)
     report.library.save(args.out)
-    print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} {'dec':>3}  id")
-    for p in report.library.sorted():
-        print(f"{p.constraint_ms:>10.1f} {p.predicted_ms:>9.2f} {p.measured_ms:>8.2f} {p.valid_loss:>7.4f} "
-              f"{p.bleu:>6.2f} {p.config.decoder_layer_num:>3}  {p.id}")
+    print_library(report.library)
     for o in report.overshoots:
         print(f"over its constraint: {o['id']} at {o['constraint_ms']:g} ms measured {o['measured_ms']:.2f} ms "
               f"(predicted {o['predicted_ms']:.2f}, margin {o['margin']:.2f}, attempt {o['attempt']})")

@@ -129,14 +129,17 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
         # the fitness in one process per CPU; the on-device check where the latency dataset was measured
         search = SearchSettings(constraints, "pareto", settings.valid_sentences, evolution=evolution,
                                 verify_runs=settings.latency_runs, test_sentences=settings.test_sentences,
+                                variant_beams=settings.variant_beams,
                                 threads=settings.threads, workers=len(os.sched_getaffinity(0)),
                                 measure_cpus=tuple(measuring_cpus))
         report = search_operating_points(model, vocab, checkpoint, predictor, valid, test, search)
         library = report.library
         library.save(points_path)
+    served = {p.id for p in library.efficient()}
     for p in library.sorted():
         print(f"      {p.constraint_ms:>7.1f} ms: {p.id}  measured {p.measured_ms:.1f} ms, valid loss "
-              f"{p.valid_loss:.3f}, BLEU {p.bleu}", flush=True)
+              f"{p.valid_loss:.3f}, BLEU {p.bleu}" + ("" if p.id in served else "  (not served: another point is "
+                                                     "faster and better)"), flush=True)
 
     report_path = run / "scenario" / "report.json"
     if all((run / "scenario" / name).exists() for name in ("report.json", "table.md", "timeline.png")):
@@ -145,7 +148,7 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
         table = (run / "scenario" / "table.md").read_text(encoding="utf-8").rstrip("\n")
     else:
         scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
-        steps.say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.points)} static points")
+        steps.say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(served)} static points")
         with pinned_resources(None, scenario.threads):
             translator = DynamicTranslator(model, vocab, library, 1000.0, calibration_sentences=valid.src[:16])
         experiment = run_experiment(translator, scenario, test.src, test.tgt)

@@ -18,6 +18,7 @@ class PipelineSettings:
     generations: int = 10
     valid_sentences: int = 100
     test_sentences: int = 200
+    variant_beams: tuple[int, ...] = (1,)  # decoding variants of every point (greedy: the library's floor)
     scenario: str | None = None  # phases YAML (default: the shipped one)
     threads: int = 1
     cache_dir: str | None = None

@@ -1,9 +1,12 @@
 """A translator that keeps meeting a latency budget by switching operating points of one SuperTransformer.
 
 All points share the SuperTransformer's weights: a switch is a look-up of the point's cached weight views (no
-copy, no reload). Each point gets a cost model at each thread count from a short calibration with the measurement
-protocol (encoder and decoder time for a 30-token sentence), scaled to each sentence's length; the slowdown tracker
-of that thread count turns it into what this request should take now, and the policy picks the point. The thread
+copy, no reload). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding
+variant of it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by
+quality (validation loss, then the wider beam). Each point gets a cost model at each thread count from a short
+calibration with the measurement protocol (encoder and decoder time for a 30-token sentence at the point's beam),
+scaled to each sentence's length; the slowdown tracker of that thread count turns it into what this request should
+take now, and the policy picks the point. The thread
 count follows the cores that other processes leave free: intra-op threads that must share a core with a busy
 process stall every parallel region (measured in docs/runtime.md), so when cores are taken the translator uses
 fewer threads rather than fight for them. A request runs entirely on the point chosen when it started, and its
@@ -88,7 +91,7 @@ class DynamicTranslator:
     """
 
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
-                 policy: Policy | None = None, beam: int = 4, calibrate_runs: int = 10,
+                 policy: Policy | None = None, calibrate_runs: int = 10,
                  costs: Sequence[PointCost] | Mapping[int, Sequence[PointCost]] | None = None,
                  max_budget_ms: float = 60_000.0, calibration_sentences: Sequence[str] | None = None,
                  threads: int | None = None, adapt_threads: bool = True) -> None:
@@ -96,11 +99,11 @@ class DynamicTranslator:
 
         if not library.points:
             raise ValueError("the operating-point library is empty")
-        self.model, self.vocab, self.beam = model.eval(), vocab, beam
-        unique: dict[str, OperatingPoint] = {}
-        for p in library.sorted():  # one point may win several constraints: serve it once
-            unique.setdefault(p.id, p)
-        self.points: list[OperatingPoint] = list(unique.values())
+        self.model, self.vocab = model.eval(), vocab
+        self.points: list[OperatingPoint] = library.efficient()
+        # the policies compare one number, lower is better: the rank by quality
+        order = sorted(range(len(self.points)), key=lambda i: self.points[i].quality)
+        self.quality_rank = [order.index(i) for i in range(len(self.points))]
         self.library = library
         self.policy = policy or HysteresisPolicy()
         self.max_budget_ms = max_budget_ms
@@ -108,7 +111,7 @@ class DynamicTranslator:
         self.calibrated_threads = threads or torch.get_num_threads()
         self.max_threads = self.calibrated_threads
         self.adapt_threads = adapt_threads
-        self.translators = [Translator(model, vocab, p.config, beam=beam) for p in self.points]
+        self.translators = [Translator(model, vocab, p.config, beam=p.beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
         # output / source subwords per point (an under-trained point may repeat itself and write half as much
@@ -168,11 +171,12 @@ class DynamicTranslator:
 
     def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> dict[int, list[PointCost]]:
         """Each point's cost model at 1..``calibrated_threads`` threads: the measurement protocol's encoder and
-        decoder times, then one least-squares fit, over every point's real translations of ``sentences`` (default:
-        12 synthetic ones of 4-40 subwords), of what serving adds to the protocol's estimate.
+        decoder times, then one least-squares fit per beam, over its points' real translations of ``sentences``
+        (default: 12 synthetic ones of 4-40 subwords), of what serving adds to the protocol's estimate.
 
-        The fit is shared by the points of a thread count: what serving adds (tokenizing, beam bookkeeping, the
-        per-call overhead) does not depend on the point's widths, and a fit per point on a dozen noisy timings
+        The fit is shared by the points of a thread count and beam: what serving adds (tokenizing, the beam's
+        bookkeeping, the per-call overhead) depends on the beam, not on the point's widths, and a fit per point on
+        a dozen noisy timings
         can give the fastest point the largest overhead, which ranked it slower than the next one and made the
         controller fall back to the wrong point when nothing fitted (session 5). Real ``sentences`` also give each
         point's first output/source length ratio (the default 1.2 guessed outputs ~50 % too long on Multi30k,
@@ -189,9 +193,10 @@ class DynamicTranslator:
             for threads in range(1, self.calibrated_threads + 1):
                 torch.set_num_threads(threads)
                 bases, rows, observed = [], [], []
+                beams = []  # of each row
                 for i, (p, translator) in enumerate(zip(self.points, self.translators, strict=True)):
                     r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
-                                        tgt_len=CALIBRATION_TOKENS, beam=self.beam, runs=runs, warmup=2,
+                                        tgt_len=CALIBRATION_TOKENS, beam=p.beam, runs=runs, warmup=2,
                                         threads=threads)
                     base = PointCost(r.encoder_ms, r.decoder_ms)
                     bases.append(base)
@@ -204,13 +209,19 @@ class DynamicTranslator:
                         src, out = len(self.vocab.encode(sentence)), len(hyp.tokens)
                         src_total, out_total = src_total + src, out_total + out
                         rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
+                        beams.append(p.beam)
                     if real and threads == self.calibrated_threads and src_total:
                         self.length_ratios[i] = out_total / src_total
-                (overhead, scale), *_ = np.linalg.lstsq(np.array(rows), np.array(observed), rcond=None)
-                if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-                    overhead, scale = 0.0, float(np.sum(observed) / np.sum([row[1] for row in rows]))
-                by_threads[threads] = [PointCost(b.encoder_ms, b.decoder_ms, float(overhead), float(scale))
-                                       for b in bases]
+                fits = {}
+                for beam in set(beams):
+                    mine = np.array(beams) == beam
+                    x, y = np.array(rows)[mine], np.array(observed)[mine]
+                    (overhead, scale), *_ = np.linalg.lstsq(x, y, rcond=None)
+                    if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
+                        overhead, scale = 0.0, float(y.sum() / x[:, 1].sum())
+                    fits[beam] = (float(overhead), float(scale))
+                by_threads[threads] = [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam])
+                                       for b, p in zip(bases, self.points, strict=True)]
         finally:
             torch.set_num_threads(before)
         return by_threads
@@ -262,14 +273,14 @@ class DynamicTranslator:
         typical = src_tokens if self.typical_src is None else self.typical_src
         usable = self.usable_threads()
         candidates, threads = [], []
-        for i, p in enumerate(self.points):
-            # the thread count comes from the machine (usable) and the calibration (more threads do not always
-            # help a small point), never from the trackers: an unused count's tracker is stale
-            calibrated = {k: self._calibrated_ms(k, i, src_tokens) for k in range(1, usable + 1)}
-            best = min(calibrated, key=lambda k: calibrated[k])
-            slowdown = self.slowdowns[best].planning
-            candidates.append(Candidate(i, calibrated[best] * slowdown, p.valid_loss,
-                                        self._calibrated_ms(best, i, typical) * slowdown))
+        for i in range(len(self.points)):
+            # each point at the thread count expected fastest now: its calibration scaled by that count's tracker
+            # (restarted at a fair share whenever the usable count changes, so a count not used since is judged
+            # by the machine's state; one used and found slower than calibrated loses to the other)
+            plans = {k: self.slowdowns[k].plan(self._calibrated_ms(k, i, src_tokens)) for k in range(1, usable + 1)}
+            best = min(plans, key=lambda k: plans[k])
+            candidates.append(Candidate(i, plans[best], self.quality_rank[i],
+                                        self.slowdowns[best].plan(self._calibrated_ms(best, i, typical))))
             threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
         return index, candidates[index].expected_ms, threads[index]
@@ -333,7 +344,7 @@ class DynamicTranslator:
             "threads": self.threads,
             "free_cores": round(self.free_cores.value, 2),
             "resources": self.monitor.read().to_dict(),
-            "points": [{"id": p.id, "valid_loss": p.valid_loss, "bleu": p.bleu,
+            "points": [{"id": p.id, "valid_loss": p.valid_loss, "beam": p.beam, "bleu": p.bleu,
                         "calibrated_ms": round(self.full_resource_ms(i, CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3),
                         "length_ratio": round(self.length_ratios[i], 3)}
                        for i, p in enumerate(self.points)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import threading
 import time
 from collections import deque
@@ -119,8 +120,12 @@ class SlowdownTracker:
 
     An exponential moving average in log space (a 2x slowdown and a 2x speed-up weigh the same), reset towards a
     new level quickly because one request's ratio is already a good estimate on a quiet CPU. Under competing load
-    the ratio also scatters from request to request (time slices), so decisions use ``planning``: the larger of
-    the average and the ``quantile`` of the last ``window`` ratios, which keeps that share of requests in budget.
+    requests also scatter (time slices), so decisions use ``plan``: a request's expected latency scaled by the
+    slowdown, plus the ``quantile`` of the last ``window`` requests' excess over that, which keeps that share of
+    requests in budget. The excess is in milliseconds, not a ratio: a busy process that takes the core for a time
+    slice delays a 15 ms request and a 60 ms one by about the same time, so the scatter of the fast point's ratios
+    (up to 2.5x on this machine) overstated the larger points' cost and held the translator on its floor for a
+    whole phase of competing load in session 8, where the larger points fitted.
     """
 
     quantile = 0.9
@@ -140,13 +145,20 @@ class SlowdownTracker:
     def value(self) -> float:
         return math.exp(self._log)
 
-    @property
-    def planning(self) -> float:
+    def plan(self, expected_ms: float) -> float:
+        """What to plan a request expected at ``expected_ms`` (as calibrated) to take now.
+
+        The slowdown is the larger of the average (quick to follow a change) and the recent median ratio (not
+        moved by one lucky request); the excess of the recent requests over it is added at its ``quantile``.
+        """
         with self._lock:
-            ratios = sorted(o / e for o, e in list(self.recent)[-self.window :])
-        if len(ratios) < 5:
-            return self.value
-        return max(self.value, ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))])
+            recent = list(self.recent)[-self.window :]
+        slowdown = self.value
+        if len(recent) < 5:
+            return slowdown * expected_ms
+        slowdown = max(slowdown, statistics.median(o / e for o, e in recent))
+        excess = sorted(o - slowdown * e for o, e in recent)
+        return slowdown * expected_ms + max(0.0, excess[min(len(excess) - 1, int(self.quantile * len(excess)))])
 
     def update(self, observed_ms: float, expected_ms: float) -> float:
         if observed_ms <= 0 or expected_ms <= 0:

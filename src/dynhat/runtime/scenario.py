@@ -167,7 +167,7 @@ class PhaseReport:
 
 def reference_budget(translator: DynamicTranslator, factor: float, src_tokens: int) -> float:
     """``factor`` x the best point's calibrated latency for a ``src_tokens`` sentence at full resources."""
-    best = min(range(len(translator.points)), key=lambda i: translator.points[i].valid_loss)
+    best = translator.quality_rank.index(0)
     out = max(1, round(translator.length_ratios[best] * src_tokens))
     return factor * translator.full_resource_ms(best, src_tokens + 1, out + 1)
 
@@ -294,7 +294,7 @@ def run_experiment(translator: DynamicTranslator, scenario: Scenario, sources: S
 
     def copy(policy: Any) -> DynamicTranslator:
         twin = DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
-                                 policy, translator.beam, costs=translator.costs_by_threads,
+                                 policy, costs=translator.costs_by_threads,
                                  threads=translator.calibrated_threads, adapt_threads=False)
         twin.length_ratios = list(length_ratios)
         return twin

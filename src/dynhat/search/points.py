@@ -9,8 +9,13 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
     fitness: {valid_sentences, seed, mode, precision}   # validation subset and precision of the losses
     points:                                 # fastest first
-      - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers,
+      - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers, beam,
         config: {HAT's SubTransformer keys}
+
+A point is a SubTransformer and the beam it decodes with: the searched points use the search's beam (HAT's 4,
+the default of files without ``beam``); a *decoding variant* (``dynhat.search.decoding``) serves a searched
+SubTransformer with a narrower beam, its latency measured at that beam and its ``predicted_ms`` empty (the
+predictor models the search's beam). Ids are the SubTransformer's, with ``-b<beam>`` unless the beam is 4.
 
 A library is only meaningful with its checkpoint: loading it against another checkpoint (by SHA-256) or a space
 that cannot hold its configurations is an error.
@@ -31,6 +36,7 @@ from dynhat.space import DesignSpace, SubTransformerConfig, load_space
 
 FORMAT = "dynhat-operating-points"
 VERSION = 1
+DEFAULT_BEAM = 4  # HAT's protocol and fairseq's WMT setting
 
 
 def file_sha256(path: str | Path) -> str:
@@ -45,21 +51,38 @@ def file_sha256(path: str | Path) -> str:
 class OperatingPoint:
     config: SubTransformerConfig
     constraint_ms: float
-    predicted_ms: float
+    predicted_ms: float | None  # None: a decoding variant, measured only
     valid_loss: float
     measured_ms: float | None = None
     bleu: float | None = None
     params: int | None = None
+    beam: int = DEFAULT_BEAM
 
     @property
     def id(self) -> str:
-        return self.config.id
+        return self.config.id if self.beam == DEFAULT_BEAM else f"{self.config.id}-b{self.beam}"
+
+    @property
+    def latency_ms(self) -> float:
+        """Measured on the device where available, else predicted."""
+        if self.measured_ms is not None:
+            return self.measured_ms
+        if self.predicted_ms is None:
+            raise ValueError(f"point {self.id} has neither a measured nor a predicted latency")
+        return self.predicted_ms
+
+    @property
+    def quality(self) -> tuple[float, int]:
+        """Sort key, best first: the validation loss, then the wider beam (a beam's loss is its
+        SubTransformer's; a wider beam searches more of the same model's output space)."""
+        return self.valid_loss, -self.beam
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "constraint_ms": self.constraint_ms, "predicted_ms": round(self.predicted_ms, 4),
+        return {"id": self.id, "constraint_ms": self.constraint_ms,
+                "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 4),
                 "measured_ms": None if self.measured_ms is None else round(self.measured_ms, 4),
                 "valid_loss": round(self.valid_loss, 5), "bleu": self.bleu, "params": self.params,
-                "decoder_layers": self.config.decoder_layer_num, "config": self.config.to_dict()}
+                "decoder_layers": self.config.decoder_layer_num, "beam": self.beam, "config": self.config.to_dict()}
 
 
 @dataclass
@@ -79,7 +102,20 @@ class PointLibrary:
 
     def sorted(self) -> list[OperatingPoint]:
         """In constraint order: one row per constraint, even where one configuration won several."""
-        return sorted(self.points, key=lambda p: (p.constraint_ms, p.measured_ms or p.predicted_ms))
+        return sorted(self.points, key=lambda p: (p.constraint_ms, p.latency_ms))
+
+    def efficient(self) -> list[OperatingPoint]:
+        """What a runtime serves, fastest first: each point once, without those another point beats on both
+        latency and quality (with decoding variants, a large SubTransformer's greedy variant can be faster and
+        better than a smaller one at beam 4)."""
+        unique: dict[str, OperatingPoint] = {}
+        for p in self.sorted():
+            unique.setdefault(p.id, p)
+        kept: list[OperatingPoint] = []
+        for p in sorted(unique.values(), key=lambda p: (p.latency_ms, p.quality)):
+            if not kept or p.quality < kept[-1].quality:
+                kept.append(p)
+        return kept
 
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
@@ -120,13 +156,19 @@ class PointLibrary:
             where = f"{path}: points[{i}]"
             try:
                 config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
-                points.append(OperatingPoint(config, float(item["constraint_ms"]), float(item["predicted_ms"]),
+                predicted = item["predicted_ms"]
+                beam = int(item.get("beam", DEFAULT_BEAM))
+                if beam < 1:
+                    raise ValueError(f"beam {beam} < 1")
+                points.append(OperatingPoint(config, float(item["constraint_ms"]),
+                                             None if predicted is None else float(predicted),
                                              float(item["valid_loss"]), item.get("measured_ms"), item.get("bleu"),
-                                             item.get("params")))
+                                             item.get("params"), beam))
             except (KeyError, TypeError, ValueError) as err:
                 raise ConfigError(f"bad point ({err})", source=where) from None
-            if item.get("id") not in (None, config.id):
-                raise ConfigError(f"id {item['id']} does not match its configuration ({config.id})", source=where)
+            if item.get("id") not in (None, points[-1].id):
+                raise ConfigError(f"id {item['id']} does not match its configuration and beam ({points[-1].id})",
+                                  source=where)
         return cls(points, data["space"], data["checkpoint"], data["device"], int(data["threads"]),
                    data.get("fitness", {}), definition)
 

@@ -19,14 +19,13 @@ from dynhat.latency.collect import MACHINE_KEYS
 from dynhat.latency.measure import machine_info, measure_latency
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.model.supertransformer import SuperTransformer
+from dynhat.search.decoding import add_variants, point_bleu
 from dynhat.search.evolution import EvolutionSettings, SearchResult, evolve, fastest_latency
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.pareto import FrontPoint, pareto_search, pick
 from dynhat.search.points import OperatingPoint, PointLibrary, file_sha256
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.cost import count_params
-from dynhat.translate.bleu import sacrebleu_bleu
-from dynhat.translate.translator import Translator
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class SearchSettings:
     test_sentences: int | None = None  # test BLEU on this many sentences (None: all)
     threads: int = 1
     beam: int = 4
+    variant_beams: tuple[int, ...] = ()  # decoding variants of every point (dynhat.search.decoding)
     precision: str = "auto"  # of the fitness passes: auto (bfloat16 where native), float32, bfloat16
     workers: int = 1  # fitness processes, one CPU each (a generation's new candidates scored in parallel)
     measure_cpus: tuple[int, ...] | None = None  # the on-device check's CPUs (those of the latency dataset)
@@ -102,7 +102,8 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                 if constraint < fastest * (1 + margin):
                     break  # no configuration can meet the constraint with this margin: keep the point, report it
             points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
-                                         params=count_params(found.config, space, len(vocab)).total))
+                                         params=count_params(found.config, space, len(vocab)).total,
+                                         beam=settings.beam))
     tests = first_sentences(test, settings.test_sentences)
     for point in points:
         point.bleu = point_bleu(model, vocab, point.config, tests, settings.beam)
@@ -112,6 +113,9 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
                            {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
                             "precision": fitness.precision,
                             "test_sentences": len(tests.src), "mode": settings.mode}, space.to_dict())
+    if settings.variant_beams:
+        library = add_variants(library, model, vocab, tests, settings.variant_beams, settings.verify_runs, src_len,
+                               tgt_len, settings.measure_cpus, progress)
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
 
 
@@ -120,13 +124,6 @@ def first_sentences(corpus: ParallelCorpus, count: int | None) -> ParallelCorpus
     if count is None:
         return corpus
     return ParallelCorpus(corpus.src[:count], corpus.tgt[:count], corpus.src_lang, corpus.tgt_lang, corpus.name)
-
-
-def point_bleu(model: SuperTransformer, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
-               beam: int) -> float:
-    """An operating point's sacreBLEU on ``tests``, as the library records it."""
-    hyps = Translator(model, vocab, config, beam=beam).translate(tests.src)
-    return round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
 
 
 def _find(space: Any, fitness: LossFitness, latency: Callable[[SubTransformerConfig], float], constraint: float,

@@ -1,0 +1,55 @@
+"""Decoding variants: the searched SubTransformers also served with a narrower beam.
+
+The search ranks SubTransformers at one beam (HAT's protocol: beam 4). When serving, the beam is a second knob
+that costs nothing to switch, as CTranslate2 and Marian users set it per request: greedy search runs one decoder
+row instead of four and skips the beam's bookkeeping, which halves a served sentence of every point on a 2-core
+CPU and lowers the library's floor more than the search's smallest SubTransformer can (docs/search.md). A variant
+is verified as a searched point is: the measurement protocol at its beam on the device, BLEU on the library's test
+sentences at its beam. Its validation loss is its SubTransformer's, so the runtime ranks it just below its parent
+(``OperatingPoint.quality``), and ``PointLibrary.efficient`` drops the points a variant beats on both counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from tqdm import tqdm
+
+from dynhat.data.corpus import ParallelCorpus
+from dynhat.latency.measure import measure_latency
+from dynhat.model.supertransformer import SuperTransformer
+from dynhat.search.points import OperatingPoint, PointLibrary
+from dynhat.space.config import SubTransformerConfig
+from dynhat.translate.bleu import sacrebleu_bleu
+from dynhat.translate.translator import Translator
+
+
+def point_bleu(model: SuperTransformer, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
+               beam: int) -> float:
+    """An operating point's sacreBLEU on ``tests``, as the library records it."""
+    hyps = Translator(model, vocab, config, beam=beam).translate(tests.src)
+    return round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
+
+
+def add_variants(library: PointLibrary, model: SuperTransformer, vocab: Any, tests: ParallelCorpus,
+                 beams: Sequence[int] = (1,), runs: int = 50, src_len: int = 30, tgt_len: int = 30,
+                 cpus: Sequence[int] | None = None, progress: bool = True) -> PointLibrary:
+    """``library`` plus each of its SubTransformers at each of ``beams`` it does not already hold, measured with
+    the library's thread count (and on ``cpus``: those its latencies were measured on)."""
+    if any(b < 1 for b in beams):
+        raise ValueError(f"beams must be at least 1, got {list(beams)}")
+    held = {p.id for p in library.points}
+    parents: dict[str, OperatingPoint] = {}
+    for p in library.sorted():  # the tightest constraint a SubTransformer won is its variants' constraint
+        parents.setdefault(p.config.id, p)
+    todo = [(parent, beam) for parent in parents.values() for beam in beams
+            if replace(parent, beam=beam).id not in held]
+    variants = []
+    for parent, beam in tqdm(todo, desc="decoding variants", unit="point", disable=not progress):
+        measured = measure_latency(model, parent.config, src_len=src_len, tgt_len=tgt_len, beam=beam, runs=runs,
+                                   threads=library.threads, cpus=cpus).total_ms
+        variants.append(OperatingPoint(parent.config, parent.constraint_ms, None, parent.valid_loss, measured,
+                                       point_bleu(model, vocab, parent.config, tests, beam), parent.params, beam))
+    return replace(library, points=[*library.points, *variants])
