@@ -86,7 +86,8 @@ class DynamicTranslator:
     """Serves each request with the best point (and thread count) expected to meet the budget now.
 
     ``threads`` caps the intra-op threads (default: torch's current count); with ``adapt_threads`` the translator
-    uses fewer when other processes take cores. ``costs`` skips the calibration: one list per thread count
+    uses fewer when other processes take cores, or when a count runs slower than calibrated; without it each point
+    runs at the count its calibration found fastest. ``costs`` skips the calibration: one list per thread count
     (``{1: [...], 2: [...]}``), or one list for every count.
     """
 
@@ -276,9 +277,12 @@ class DynamicTranslator:
         for i in range(len(self.points)):
             # each point at the thread count expected fastest now: its calibration scaled by that count's tracker
             # (restarted at a fair share whenever the usable count changes, so a count not used since is judged
-            # by the machine's state; one used and found slower than calibrated loses to the other)
-            plans = {k: self.slowdowns[k].plan(self._calibrated_ms(k, i, src_tokens)) for k in range(1, usable + 1)}
-            best = min(plans, key=lambda k: plans[k])
+            # by the machine's state; one used and found slower than calibrated loses to the other). Without
+            # adapt_threads, by the calibration alone: the count does not follow the machine.
+            calibrated = {k: self._calibrated_ms(k, i, src_tokens) for k in range(1, usable + 1)}
+            plans = {k: self.slowdowns[k].plan(ms) for k, ms in calibrated.items()}
+            ranking = plans if self.adapt_threads else calibrated
+            best = min(ranking, key=ranking.__getitem__)
             candidates.append(Candidate(i, plans[best], self.quality_rank[i],
                                         self.slowdowns[best].plan(self._calibrated_ms(best, i, typical))))
             threads.append(best)
