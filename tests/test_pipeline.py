@@ -32,7 +32,9 @@ def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path
     assert library.points and all(p.measured_ms and p.measured_ms > 0 and p.bleu is not None for p in library.points)
     assert json.loads((run / "summary.json").read_text()) == summary
     overall = {row["run"]: row for row in summary["scenario"]}
-    assert "dynamic" in overall and len(overall) == 2 + len({p.id for p in library.points})
+    searched = {p.config.id for p in library.points if p.beam == 4}
+    assert searched and {p.config.id for p in library.points if p.beam == 1} == searched  # the greedy variants
+    assert "dynamic" in overall and len(overall) == 2 + len(library.efficient())
     assert set(summary["minutes"]) == {"data", "train", "latency", "search", "scenario", "summary", "total"}
 
     stamps = {name: (run / name).stat().st_mtime_ns for name in ("checkpoint_best.pt", "latency.csv",
