@@ -7,6 +7,7 @@ A = ``--configs`` SubTransformers in sampling order; B = the first ``--repeat`` 
 after drift correction.
 
     python benchmarks/latency_own.py --space multi30k-cpu --configs 150 --repeat 50 --cpu 1
+    python benchmarks/latency_own.py --space multi30k-cpu --paired --cpu 1   # each row with its own reference runs
     python benchmarks/latency_own.py --space hat-wmt14-en-de --configs 80 --repeat 50 --runs 10 --vocab 32768 --cpu 1
 """
 
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
+    parser.add_argument("--paired", action="store_true",
+                        help="every run right after one of the reference, each row corrected by its own")
     parser.add_argument("--out-dir", default=DEFAULT_OUT)
     parser.add_argument("--heading", default=None,
                         help="docs section (default '## Latency datasets of this machine: SPACE'); another machine's "
@@ -51,7 +54,8 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
     torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
     out = Path(args.out_dir)
-    base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, vocab_size=args.vocab)
+    base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, vocab_size=args.vocab,
+                           paired=args.paired)
     path_a, path_b = out / f"{args.space}-a.csv", out / f"{args.space}-b.csv"
     collect(base, path_a)
     collect(CollectSettings(**{**base.__dict__, "configs": args.repeat, "order_seed": 1}), path_b)
@@ -80,12 +84,15 @@ def main() -> None:
     lines = [args.heading or f"## Latency datasets of this machine: {args.space}", "",
              f"Command: `python benchmarks/latency_own.py --space {args.space} --configs {args.configs} --repeat "
              f"{args.repeat} --runs {args.runs} --vocab {args.vocab}{'' if args.cpu is None else f' --cpu {args.cpu}'}"
+             f"{' --paired' if args.paired else ''}"
              f"{'' if args.heading is None else f' --heading {args.heading!r}'}"
              f"{'' if args.out_dir == DEFAULT_OUT else f' --out-dir {args.out_dir}'}`"
              f" ({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']},"
              " 1 thread).", "",
              f"Protocol: 30-token source, 30 decoder steps at beam 4, {args.runs} timed runs after 5 warm-up runs, "
-             "10%/10% trimmed; reference probe (the middle configuration) every 10 measurements. "
+             "10%/10% trimmed; " + ("every timed run right after one of the reference (the middle configuration), "
+                                    "each row divided by its own reference runs' relative speed. " if args.paired else
+                                    "reference probe (the middle configuration) every 10 measurements. ") +
              f"Collection A: {len(a.samples)} configurations ({lat.min():.1f}-{lat.max():.1f} ms); B: the first "
              f"{len(b.samples)} of them again, afterwards, in a shuffled order.", "",
              "| collection | probes | reference (ms) | drift min..max | spread | probe cv |",

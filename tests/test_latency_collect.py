@@ -155,6 +155,32 @@ def test_drift_correction_divides_by_the_reference_speed_between_probes(toy_spac
         drift_of([r for r in rows if r.kind == SAMPLE])
 
 
+
+def test_a_paired_collection_corrects_each_row_by_its_own_reference_runs(toy_space: str, tmp_path: Path) -> None:
+    out = tmp_path / "paired.csv"
+    collect(settings(toy_space, configs=4, paired=True), out, progress=False)
+    rows = read_rows(out)
+    assert [r.kind for r in rows] == [SAMPLE, PROBE] * 4  # every sample with its own probe, no periodic ones
+    ref = middle(load_space(toy_space))
+    assert all(r.config == ref for r in rows[1::2])
+    collection = load_collection(out)
+    probes = np.array([r.total_ms for r in rows[1::2]])
+    np.testing.assert_allclose(collection.corrections, probes / np.median(probes), rtol=1e-9)
+    collect(settings(toy_space, configs=6, paired=True), out, progress=False)  # grows in pairs
+    assert [r.kind for r in read_rows(out)] == [SAMPLE, PROBE] * 6
+    with pytest.raises(DataError, match="paired: True vs False"):
+        collect(settings(toy_space, configs=7), out, progress=False)
+    # by hand: the machine 1.5x slower for the second pair, and the rows are corrected by it alone
+    pairs = [_row(0, SAMPLE, 6.0, ref), _row(1, PROBE, 10.0, ref), _row(2, SAMPLE, 9.0, ref),
+             _row(3, PROBE, 15.0, ref), _row(4, SAMPLE, 8.0, ref), _row(5, PROBE, 10.0, ref)]
+    drift = drift_of(pairs, paired=True)
+    np.testing.assert_allclose(np.array([6.0, 9.0, 8.0]) / drift.factor(np.array([0.0, 2.0, 4.0])), [6.0, 6.0, 8.0])
+    with pytest.raises(DataError, match=r"row 4\) has no probe"):
+        drift_of(pairs[:5], "x.csv", paired=True)
+    with pytest.raises(DataError, match="row 2 is a sample"):
+        drift_of([pairs[0], pairs[2], pairs[1], pairs[3]], paired=True)
+
+
 def test_a_collection_becomes_a_table_and_fits_a_predictor(toy_space: str, tmp_path: Path) -> None:
     collect(settings(toy_space, configs=60), tmp_path / "lat.csv", progress=False)
     collection = load_collection(tmp_path / "lat.csv")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              ("retries", int, "re-measurements of a disturbed row")):
         default = getattr(defaults, name.replace("-", "_"))
         collect.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default {default})")
+    collect.add_argument("--paired", action="store_true",
+                         help="time every run right after one of the reference and correct each row by its own "
+                              "reference runs (2x the time; for machines whose speed moves within seconds)")
     collect.add_argument("--cpu", type=int, nargs="+", default=None, help="pin to these CPUs")
     collect.add_argument("--hat-csv", default=None, help="also write the drift-corrected rows in HAT's layout")
     collect.set_defaults(func=_collect)

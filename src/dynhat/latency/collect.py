@@ -6,7 +6,10 @@ half of its predictors' error is that drift (docs/latency.md). Here:
 * the configurations are measured in random order (HAT's seeded uniform sampling, optionally reshuffled), so a
   slow spell never lines up with one part of the space;
 * a fixed reference configuration is probed every ``probe_every`` measurements (and first and last), and each row
-  is divided by the reference's relative speed at that moment (linear between the probes around it);
+  is divided by the reference's relative speed at that moment (linear between the probes around it); with
+  ``paired``, every timed run of a configuration follows one of the reference instead, each sample row is written
+  with its own probe row right after it, and the row is divided by that probe alone: on a machine whose speed
+  moves within seconds, probes minutes apart cannot follow it (docs/latency.md);
 * every row is appended (flushed and fsynced) as soon as it is measured: a killed collection keeps all finished rows
   and resumes with the next configuration;
 * a sidecar ``<csv>.json`` records the machine, thread count, space and protocol; appending to, or fitting on,
@@ -35,7 +38,7 @@ from tqdm import tqdm
 from dynhat.errors import ConfigError, DataError
 from dynhat.io import atomic_write_text
 from dynhat.latency.features import HAT_FEATURES, hat_features, layer_feature_names, layer_features
-from dynhat.latency.measure import LatencyResult, machine_info, measure_latency
+from dynhat.latency.measure import LatencyResult, machine_info, measure_latency, measure_paired_latency
 from dynhat.latency.settings import CollectSettings
 from dynhat.latency.table import LatencyTable, write_hat_csv
 from dynhat.model.seq2seq import Seq2SeqModel
@@ -133,9 +136,10 @@ def read_sidecar(csv_path: str | Path) -> dict[str, Any]:
 
 def _mismatch(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out = []
+    defaults = {"protocol": {"paired": False}, "machine": {}}  # keys that files of earlier versions lack
     for part in ("machine", "protocol"):
         for key in sorted(set(a[part]) | set(b[part])):
-            if a[part].get(key) != b[part].get(key):
+            if a[part].get(key, defaults[part].get(key)) != b[part].get(key, defaults[part].get(key)):
                 out.append(f"{part}.{key}: {a[part].get(key)!r} vs {b[part].get(key)!r}")
     return out
 
@@ -213,14 +217,24 @@ def collect(settings: CollectSettings, out: str | Path, model: Seq2SeqModel | No
         writer = csv.writer(handle)
 
         def record(kind: str, config: SubTransformerConfig) -> None:
-            result = measure(model, config, settings)
-            row = Row(len(rows), kind, config, result.encoder_ms, result.decoder_ms, result.encoder_std_ms,
-                      result.decoder_std_ms, time.perf_counter() - start)
-            writer.writerow(row.to_csv())
+            if settings.paired:  # the sample and its probe in one write: both land or neither
+                results = zip((SAMPLE, PROBE), (config, reference), measure_paired(model, config, reference,
+                                                                                     settings), strict=True)
+            else:
+                results = [(kind, config, measure(model, config, settings))]
+            elapsed = time.perf_counter() - start
+            new = [Row(len(rows) + i, k, c, r.encoder_ms, r.decoder_ms, r.encoder_std_ms, r.decoder_std_ms, elapsed)
+                   for i, (k, c, r) in enumerate(results)]
+            writer.writerows(row.to_csv() for row in new)
             handle.flush()
             os.fsync(handle.fileno())
-            rows.append(row)
+            rows.extend(new)
 
+        if settings.paired:
+            for config in tqdm(todo, desc="latency (paired)", unit="cfg", disable=not progress,
+                               dynamic_ncols=True):
+                record(SAMPLE, config)
+            return read_rows(out, space)
         if todo and (not rows or since_probe > 0):
             record(PROBE, reference)
             since_probe = 0
@@ -258,6 +272,15 @@ def measure(model: Seq2SeqModel, config: SubTransformerConfig, settings: Collect
     return best
 
 
+def measure_paired(model: Seq2SeqModel, config: SubTransformerConfig, reference: SubTransformerConfig,
+                   settings: CollectSettings) -> tuple[LatencyResult, LatencyResult]:
+    """(config, reference), measured interleaved; no re-measurement: the reference's runs share the
+    disturbances that retries were for."""
+    return measure_paired_latency(model, config, reference, src_len=settings.src_len, tgt_len=settings.tgt_len,
+                                  beam=settings.beam, runs=settings.runs, warmup=settings.warmup,
+                                  threads=settings.threads)
+
+
 # ------------------------------------------------------------------------------------------------- drift
 @dataclass(frozen=True)
 class Drift:
@@ -277,16 +300,27 @@ class Drift:
                 "cv_pct": float(100 * f.std() / f.mean())}
 
 
-def drift_of(rows: Sequence[Row], source: str = "") -> Drift:
+def drift_of(rows: Sequence[Row], source: str = "", paired: bool = False) -> Drift:
     """Probe latencies relative to their median, each the median of itself and its two neighbours.
 
     Drift is slow; a burst of other work that hits one probe is not, and must not be spread over the twenty rows
     around it. The running median of three removes a lone outlying probe and keeps any change that lasts two.
+    A ``paired`` collection's probes are each their sample's own, measured at the same moments: each sample is
+    corrected by its probe alone, unsmoothed.
     """
     probes = [r for r in rows if r.kind == PROBE]
     if not probes:
         raise DataError(f"{source or 'collection'}: no reference probes, so drift cannot be measured")
     totals = np.array([p.total_ms for p in probes])
+    if paired:
+        for i, r in enumerate(rows):
+            if (r.kind == SAMPLE) != (i % 2 == 0):
+                raise DataError(f"{source or 'collection'}: row {r.row} is a {r.kind}; a paired collection "
+                                "alternates sample, probe")
+        if len(rows) % 2:
+            raise DataError(f"{source or 'collection'}: the last sample (row {rows[-1].row}) has no probe")
+        reference = float(np.median(totals))
+        return Drift(np.array([p.row - 1 for p in probes], dtype=np.float64), totals / reference, reference)
     if len(totals) >= 3:
         padded = np.concatenate([totals[:1], totals, totals[-1:]])
         totals = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
@@ -361,7 +395,7 @@ def load_collection(paths: str | Path | Sequence[str | Path]) -> Collection:
             raise DataError(f"{path}: measured under other conditions than {paths[0]}, refusing to mix them in one "
                             f"fit ({'; '.join(problems)})")
         file_rows = read_rows(path, space)
-        drift = drift_of(file_rows, str(path))
+        drift = drift_of(file_rows, str(path), bool(other["protocol"].get("paired", False)))
         drifts.append(drift)
         samples = [r for r in file_rows if r.kind == SAMPLE]
         corrections.append(drift.factor(np.array([r.row for r in samples], dtype=np.float64)))

@@ -128,3 +128,38 @@ def measure_latency(model: Seq2SeqModel, config: SubTransformerConfig | None = N
         model.train(was_training)
     (enc_mean, enc_std), (dec_mean, dec_std) = trimmed_mean_std(enc_s), trimmed_mean_std(dec_s)
     return LatencyResult(enc_mean, dec_mean, enc_std, dec_std, runs, threads, src_len, tgt_len, beam, info)
+
+
+def measure_paired_latency(model: Seq2SeqModel, config: SubTransformerConfig | None,
+                           reference: SubTransformerConfig | None, *, src_len: int = 30, tgt_len: int = 30,
+                           beam: int = 4, runs: int = 300, warmup: int = 10, threads: int = 1,
+                           cpus: Sequence[int] | None = None, seed: int = 0) -> tuple[LatencyResult, LatencyResult]:
+    """The protocol for ``config`` with each timed run right after one of ``reference``: (config, reference).
+
+    For a machine whose speed moves within seconds (a shared VM): the two series see the same moments, so the
+    ratio of their means cancels what a probe every few configurations cannot follow (docs/latency.md).
+    """
+    was_training = model.training
+    model.eval()
+    vocab = model.weights(config).decoder_embed.shape[0]
+    src = source_tokens(src_len, vocab, seed)
+    times: dict[str, tuple[list[float], list[float]]] = {"config": ([], []), "reference": ([], [])}
+    try:
+        with pinned(threads, cpus), torch.inference_mode():
+            for _ in range(warmup):
+                time_translation(model, reference, src, tgt_len, beam)
+                time_translation(model, config, src, tgt_len, beam)
+            for _ in range(runs):
+                for name, c in (("reference", reference), ("config", config)):
+                    e, d = time_translation(model, c, src, tgt_len, beam)
+                    times[name][0].append(e * 1e3)
+                    times[name][1].append(d * 1e3)
+            info = machine_info()
+    finally:
+        model.train(was_training)
+    results = []
+    for name in ("config", "reference"):
+        (enc_mean, enc_std), (dec_mean, dec_std) = (trimmed_mean_std(v) for v in times[name])
+        results.append(LatencyResult(enc_mean, dec_mean, enc_std, dec_std, runs, threads, src_len, tgt_len, beam,
+                                     info))
+    return results[0], results[1]

@@ -27,6 +27,7 @@ class CollectSettings:
     vocab_size: int = 8000
     max_spread: float = 0.05  # kept runs varying more than this (std / mean) were disturbed: measure again
     retries: int = 2  # re-measurements of a disturbed row; the fastest measurement is kept
+    paired: bool = False  # every run right after one of the reference: a per-row drift correction (noisy VMs)
 
     def __post_init__(self) -> None:
         for name in ("configs", "runs", "threads", "src_len", "tgt_len", "beam", "probe_every", "vocab_size"):
