@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before each row's timed ones")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
@@ -54,8 +55,8 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
     torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
     out = Path(args.out_dir)
-    base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, vocab_size=args.vocab,
-                           paired=args.paired)
+    base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, warmup=args.warmup,
+                           vocab_size=args.vocab, paired=args.paired)
     path_a, path_b = out / f"{args.space}-a.csv", out / f"{args.space}-b.csv"
     collect(base, path_a)
     collect(CollectSettings(**{**base.__dict__, "configs": args.repeat, "order_seed": 1}), path_b)
@@ -84,12 +85,13 @@ def main() -> None:
     lines = [args.heading or f"## Latency datasets of this machine: {args.space}", "",
              f"Command: `python benchmarks/latency_own.py --space {args.space} --configs {args.configs} --repeat "
              f"{args.repeat} --runs {args.runs} --vocab {args.vocab}{'' if args.cpu is None else f' --cpu {args.cpu}'}"
-             f"{' --paired' if args.paired else ''}"
+             f"{'' if args.warmup == 5 else f' --warmup {args.warmup}'}{' --paired' if args.paired else ''}"
              f"{'' if args.heading is None else f' --heading {args.heading!r}'}"
              f"{'' if args.out_dir == DEFAULT_OUT else f' --out-dir {args.out_dir}'}`"
              f" ({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']},"
              " 1 thread).", "",
-             f"Protocol: 30-token source, 30 decoder steps at beam 4, {args.runs} timed runs after 5 warm-up runs, "
+             f"Protocol: 30-token source, 30 decoder steps at beam 4, {args.runs} timed runs after {args.warmup} "
+             "warm-up runs, "
              "10%/10% trimmed; " + ("every timed run right after one of the reference (the middle configuration), "
                                     "each row divided by its own reference runs' relative speed. " if args.paired else
                                     "reference probe (the middle configuration) every 10 measurements. ") +
