@@ -6,11 +6,11 @@ variant of it); the translator serves the library's efficient points (``PointLib
 quality (validation loss, then the wider beam). Each point gets a cost model at each thread count from a short
 calibration with the measurement protocol (encoder and decoder time for a 30-token sentence at the point's beam),
 scaled to each sentence's length; the slowdown tracker of that thread count turns it into what this request should
-take now, and the policy picks the point. The thread
-count follows the cores that other processes leave free: intra-op threads that must share a core with a busy
-process stall every parallel region (measured in docs/runtime.md), so when cores are taken the translator uses
-fewer threads rather than fight for them. A request runs entirely on the point chosen when it started, and its
-result says which point and thread count that was and how long it took.
+take now, and the policy picks the point. The thread count follows the cores that other processes leave free:
+intra-op threads that must share a core with a busy process stall every parallel region (measured in
+docs/runtime.md), so when cores are taken the translator uses fewer threads rather than fight for them. A
+request runs entirely on the point chosen when it started, and its result says which point and thread count that
+was and how long it took.
 """
 
 from __future__ import annotations
@@ -177,12 +177,11 @@ class DynamicTranslator:
 
         The fit is shared by the points of a thread count and beam: what serving adds (tokenizing, the beam's
         bookkeeping, the per-call overhead) depends on the beam, not on the point's widths, and a fit per point on
-        a dozen noisy timings
-        can give the fastest point the largest overhead, which ranked it slower than the next one and made the
-        controller fall back to the wrong point when nothing fitted (session 5). Real ``sentences`` also give each
-        point's first output/source length ratio (the default 1.2 guessed outputs ~50 % too long on Multi30k,
-        which inflated every estimate and the scenario's budgets until traffic corrected it; and the points'
-        ratios differ by up to 1.4x, docs/runtime.md)."""
+        a dozen noisy timings can give the fastest point the largest overhead, which ranked it slower than the next
+        one and made the controller fall back to the wrong point when nothing fitted (session 5). Real
+        ``sentences`` also give each point's first output/source length ratio (the default 1.2 guessed outputs
+        ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
+        corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md)."""
         import numpy as np
         import torch
 
