@@ -273,17 +273,19 @@ class DynamicTranslator:
         typical = src_tokens if self.typical_src is None else self.typical_src
         usable = self.usable_threads()
         candidates, threads = [], []
+        levels = {k: self.slowdowns[k].planning() for k in range(1, usable + 1)}  # (slowdown, excess ms)
         for i in range(len(self.points)):
             # each point at the thread count expected fastest now: its calibration scaled by that count's tracker
             # (restarted at a fair share whenever the usable count changes, so a count not used since is judged
             # by the machine's state; one used and found slower than calibrated loses to the other). Without
             # adapt_threads, by the calibration alone: the count does not follow the machine.
             calibrated = {k: self._calibrated_ms(k, i, src_tokens) for k in range(1, usable + 1)}
-            plans = {k: self.slowdowns[k].plan(ms) for k, ms in calibrated.items()}
+            plans = {k: levels[k][0] * ms + levels[k][1] for k, ms in calibrated.items()}
             ranking = plans if self.adapt_threads else calibrated
             best = min(ranking, key=ranking.__getitem__)
+            slowdown, excess = levels[best]
             candidates.append(Candidate(i, plans[best], self.quality_rank[i],
-                                        self.slowdowns[best].plan(self._calibrated_ms(best, i, typical))))
+                                        slowdown * self._calibrated_ms(best, i, typical) + excess))
             threads.append(best)
         index = self.policy.choose(candidates, budget_ms, self.current)
         return index, candidates[index].expected_ms, threads[index]

@@ -145,20 +145,23 @@ class SlowdownTracker:
     def value(self) -> float:
         return math.exp(self._log)
 
-    def plan(self, expected_ms: float) -> float:
-        """What to plan a request expected at ``expected_ms`` (as calibrated) to take now.
-
-        The slowdown is the larger of the average (quick to follow a change) and the recent median ratio (not
-        moved by one lucky request); the excess of the recent requests over it is added at its ``quantile``.
-        """
+    def planning(self) -> tuple[float, float]:
+        """(slowdown, excess ms) that ``plan`` applies: the larger of the average (quick to follow a change) and
+        the recent median ratio (not moved by one lucky request), and the recent requests' excess over it at its
+        ``quantile``. Computed once per decision and applied to every candidate."""
         with self._lock:
             recent = list(self.recent)[-self.window :]
         slowdown = self.value
         if len(recent) < 5:
-            return slowdown * expected_ms
+            return slowdown, 0.0
         slowdown = max(slowdown, statistics.median(o / e for o, e in recent))
         excess = sorted(o - slowdown * e for o, e in recent)
-        return slowdown * expected_ms + max(0.0, excess[min(len(excess) - 1, int(self.quantile * len(excess)))])
+        return slowdown, max(0.0, excess[min(len(excess) - 1, int(self.quantile * len(excess)))])
+
+    def plan(self, expected_ms: float) -> float:
+        """What to plan a request expected at ``expected_ms`` (as calibrated) to take now."""
+        slowdown, excess = self.planning()
+        return slowdown * expected_ms + excess
 
     def update(self, observed_ms: float, expected_ms: float) -> float:
         if observed_ms <= 0 or expected_ms <= 0:
