@@ -109,25 +109,8 @@ def measure_latency(model: Seq2SeqModel, config: SubTransformerConfig | None = N
                     tgt_len: int = 30, beam: int = 4, runs: int = 300, warmup: int = 10, threads: int = 1,
                     cpus: Sequence[int] | None = None, seed: int = 0) -> LatencyResult:
     """HAT's latency of ``config`` on this machine (see the module docstring)."""
-    was_training = model.training
-    model.eval()
-    vocab = model.weights(config).decoder_embed.shape[0]
-    src = source_tokens(src_len, vocab, seed)
-    enc_s: list[float] = []
-    dec_s: list[float] = []
-    try:
-        with pinned(threads, cpus), torch.inference_mode():
-            for _ in range(warmup):
-                time_translation(model, config, src, tgt_len, beam)
-            for _ in range(runs):
-                e, d = time_translation(model, config, src, tgt_len, beam)
-                enc_s.append(e * 1e3)
-                dec_s.append(d * 1e3)
-            info = machine_info()
-    finally:
-        model.train(was_training)
-    (enc_mean, enc_std), (dec_mean, dec_std) = trimmed_mean_std(enc_s), trimmed_mean_std(dec_s)
-    return LatencyResult(enc_mean, dec_mean, enc_std, dec_std, runs, threads, src_len, tgt_len, beam, info)
+    (result,) = _measure_interleaved(model, [config], src_len, tgt_len, beam, runs, warmup, threads, cpus, seed)
+    return result
 
 
 def measure_paired_latency(model: Seq2SeqModel, config: SubTransformerConfig | None,
@@ -139,27 +122,36 @@ def measure_paired_latency(model: Seq2SeqModel, config: SubTransformerConfig | N
     For a machine whose speed moves within seconds (a shared VM): the two series see the same moments, so the
     ratio of their means cancels what a probe every few configurations cannot follow (docs/latency.md).
     """
+    ref, result = _measure_interleaved(model, [reference, config], src_len, tgt_len, beam, runs, warmup, threads,
+                                       cpus, seed)
+    return result, ref
+
+
+def _measure_interleaved(model: Seq2SeqModel, configs: Sequence[SubTransformerConfig | None], src_len: int,
+                         tgt_len: int, beam: int, runs: int, warmup: int, threads: int,
+                         cpus: Sequence[int] | None, seed: int) -> list[LatencyResult]:
+    """The protocol for each of ``configs``, their runs taken in turn (one run of each, then the next round)."""
     was_training = model.training
     model.eval()
-    vocab = model.weights(config).decoder_embed.shape[0]
+    vocab = model.weights(configs[0]).decoder_embed.shape[0]
     src = source_tokens(src_len, vocab, seed)
-    times: dict[str, tuple[list[float], list[float]]] = {"config": ([], []), "reference": ([], [])}
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in configs]
     try:
         with pinned(threads, cpus), torch.inference_mode():
             for _ in range(warmup):
-                time_translation(model, reference, src, tgt_len, beam)
-                time_translation(model, config, src, tgt_len, beam)
+                for config in configs:
+                    time_translation(model, config, src, tgt_len, beam)
             for _ in range(runs):
-                for name, c in (("reference", reference), ("config", config)):
-                    e, d = time_translation(model, c, src, tgt_len, beam)
-                    times[name][0].append(e * 1e3)
-                    times[name][1].append(d * 1e3)
+                for config, (enc_s, dec_s) in zip(configs, times, strict=True):
+                    e, d = time_translation(model, config, src, tgt_len, beam)
+                    enc_s.append(e * 1e3)
+                    dec_s.append(d * 1e3)
             info = machine_info()
     finally:
         model.train(was_training)
     results = []
-    for name in ("config", "reference"):
-        (enc_mean, enc_std), (dec_mean, dec_std) = (trimmed_mean_std(v) for v in times[name])
+    for enc_s, dec_s in times:
+        (enc_mean, enc_std), (dec_mean, dec_std) = trimmed_mean_std(enc_s), trimmed_mean_std(dec_s)
         results.append(LatencyResult(enc_mean, dec_mean, enc_std, dec_std, runs, threads, src_len, tgt_len, beam,
                                      info))
-    return results[0], results[1]
+    return results
