@@ -12,12 +12,12 @@ import torch
 from helpers.toy_train import TOY_SPACE, make_trainer
 
 from dynhat.errors import ConfigError
-from dynhat.space import DesignSpace, largest, smallest
+from dynhat.space import DesignSpace, ladder, largest, smallest
 from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.loss import distillation_loss, label_smoothed_nll
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
-from dynhat.train.trainer import update_configs
+from dynhat.train.trainer import PROBE_FIELDS, autocast_dtype, update_configs
 
 SCRIPT = Path(__file__).parent / "helpers" / "toy_train.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -133,7 +133,7 @@ def test_a_run_forks_from_another_onto_a_reduced_space(tmp_path) -> None:
 def _same_log(a: str, b: str) -> bool:
     """Logs match except the timing columns."""
     def strip(text: str) -> list[list[str]]:
-        return [[v for i, v in enumerate(r.split(",")) if i not in (5, 6, 10)] for r in text.splitlines()]
+        return [[v for i, v in enumerate(r.split(",")) if i not in (5, 6, 10, 11)] for r in text.splitlines()]
     return strip(a) == strip(b)
 
 
@@ -158,3 +158,57 @@ def test_two_ddp_processes_match_one_process(tmp_path) -> None:
     loss_one = [float(r.split(",")[3]) for r in one["log"].splitlines()[1:]]
     loss_two = [float(r.split(",")[3]) for r in r0["log"].splitlines()[1:]]
     assert loss_one == pytest.approx(loss_two, rel=1e-4)
+
+
+def test_ladder_runs_from_smallest_to_largest() -> None:
+    space = DesignSpace.from_dict(TOY_SPACE)
+    assert ladder(space, 2) == [smallest(space), largest(space)]
+    rungs = ladder(space, 4)
+    assert rungs[0] == smallest(space) and rungs[-1] == largest(space) and len(set(rungs)) == 4
+    widths = [(c.decoder_layer_num, c.encoder_embed_dim, c.encoder_ffn_embed_dim[0]) for c in rungs]
+    assert widths == sorted(widths)
+    with pytest.raises(ValueError, match="2 rungs"):
+        ladder(space, 1)
+    assert update_configs(TrainSettings(sampling="ladder", ladder_size=3), space, 7, None) == ladder(space, 3)[::-1]
+
+
+def test_probes_are_logged_and_truncated_on_resume(tmp_path) -> None:
+    trainer = make_trainer(str(tmp_path), max_updates=20, sampling="ladder", distill=0.5, probes=3)
+    trainer.train(progress=False)
+    rows = (tmp_path / "probes.csv").read_text().splitlines()
+    assert rows[0] == ",".join(PROBE_FIELDS)
+    space = DesignSpace.from_dict(TOY_SPACE)
+    assert [r.split(",")[4] for r in rows[1:]] == [c.id for c in ladder(space, 3)] * 2  # updates 10 and 20
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [10] * 3 + [20] * 3
+    cpu = [float(r.split(",")[2]) for r in rows[1:]]
+    assert 0 < cpu[0] < cpu[-1]
+    # a run resumed from update 18 drops the rows of update 20, which it will write again
+    resumed = make_trainer(str(tmp_path), max_updates=20, sampling="ladder", distill=0.5, probes=3)
+    resumed.state.update = 18
+    resumed._truncate_log(resumed.probe_path, PROBE_FIELDS, 18)
+    assert len((tmp_path / "probes.csv").read_text().splitlines()) == 4
+
+
+def test_cpu_budget_stops_the_run(tmp_path) -> None:
+    trainer = make_trainer(str(tmp_path), max_updates=10_000, max_cpu_minutes=0.002)
+    state = trainer.train(progress=False)
+    assert 0 < state.update < 10_000 and state.cpu_s >= 0.12
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["state"]["update"] == state.update
+
+
+def test_bf16_autocast_trains(tmp_path) -> None:
+    trainer = make_trainer(str(tmp_path), max_updates=20, precision="bf16", dropout=0.0)
+    assert trainer.dtype == torch.bfloat16 and autocast_dtype("fp32", torch.device("cpu")) is None
+    trainer.train(progress=False)
+    rows = [r.split(",") for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    valid = [float(r[8]) for r in rows if r[8]]
+    assert all(torch.isfinite(torch.tensor(valid))) and valid[-1] < valid[0]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 master weights
+
+
+def test_device_and_precision_settings() -> None:
+    with pytest.raises(ConfigError, match="device"):
+        TrainSettings(device="tpu")
+    with pytest.raises(ConfigError, match="precision"):
+        TrainSettings(precision="fp8")
+    assert TrainSettings(distill=0.5, sampling="ladder").distill == 0.5

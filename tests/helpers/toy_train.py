@@ -47,7 +47,7 @@ def toy_batches(count: int, seed: int) -> list[ToyBatch]:
 
 def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling: str = "uniform",
                  dropout: float = 0.3, distill: float = 0.0, space: dict | None = None,
-                 init_from: str | None = None) -> Trainer:
+                 init_from: str | None = None, **overrides: object) -> Trainer:
     train = toy_batches(16, 0)
 
     def epoch_batches(epoch: int) -> list[ToyBatch]:
@@ -57,7 +57,8 @@ def make_trainer(run_dir: str, max_updates: int, update_freq: int = 1, sampling:
 
     settings = TrainSettings(max_updates=max_updates, update_freq=update_freq, sampling=sampling, vocab_size=VOCAB,
                              validate_every=10, save_every=3, warmup_updates=5, max_lr=2e-3,
-                             dropout=dropout, attention_dropout=dropout / 3, distill=distill, init_from=init_from)
+                             dropout=dropout, attention_dropout=dropout / 3, distill=distill, init_from=init_from,
+                             **overrides)  # type: ignore[arg-type]
     return Trainer(settings, DesignSpace.from_dict(space or TOY_SPACE), VOCAB, run_dir, epoch_batches,
                    toy_batches(2, 1))
 

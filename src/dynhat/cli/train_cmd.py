@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--space", default=None, help="design space name or YAML (default multi30k-cpu)")
     train.add_argument("--max-updates", type=int, default=None)
     train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
-    train.add_argument("--sampling", choices=["uniform", "sandwich", "fixed"], default=None)
+    train.add_argument("--max-cpu-minutes", type=float, default=None,
+                       help="CPU-time budget of the updates (process time, all threads); saves and stops")
+    train.add_argument("--sampling", choices=["uniform", "sandwich", "ladder", "fixed"], default=None)
     train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
     train.add_argument("--largest-first-updates", type=int, default=None,
                        help="first updates train only the largest SubTransformer (progressive shrinking)")
@@ -24,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--init-from", default=None,
                        help="start from another run's checkpoint (also on a reduced space of the same shapes)")
     train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="auto: CUDA when present")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                       help="bf16: bfloat16 autocast; auto: bf16 where the GPU or CPU runs it natively")
     train.set_defaults(func=_train)
 
 
@@ -39,7 +44,9 @@ def _train(args: argparse.Namespace) -> int:
                                    "max_minutes": args.max_minutes, "sampling": args.sampling,
                                    "fixed_config": args.fixed_config, "threads": args.threads,
                                    "largest_first_updates": args.largest_first_updates,
-                                   "distill": args.distill, "init_from": args.init_from}.items()
+                                   "distill": args.distill, "init_from": args.init_from,
+                                   "max_cpu_minutes": args.max_cpu_minutes, "device": args.device,
+                                   "precision": args.precision}.items()
                  if v is not None}
     settings = replace(settings, **overrides)
     if settings.threads:

@@ -1,7 +1,7 @@
 """Step 1 of the pipeline: the design space and the SubTransformer configurations in it."""
 
 from dynhat.space.config import HAT_KEYS, SubTransformerConfig
-from dynhat.space.sampling import crossover, from_gene, largest, middle, mutate, sample, smallest, to_gene
+from dynhat.space.sampling import crossover, from_gene, ladder, largest, middle, mutate, sample, smallest, to_gene
 from dynhat.space.space import ARBITRARY_ATTENDED, SHIPPED_SPACES, DesignSpace, load_space
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "SubTransformerConfig",
     "crossover",
     "from_gene",
+    "ladder",
     "largest",
     "load_space",
     "middle",

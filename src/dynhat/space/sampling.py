@@ -70,6 +70,21 @@ def middle(space: DesignSpace) -> SubTransformerConfig:
     return _pick_each(space, lambda choices: sorted(choices)[len(choices) // 2])
 
 
+def ladder(space: DesignSpace, n: int) -> list[SubTransformerConfig]:
+    """``n`` SubTransformers from the smallest to the largest, every dimension moving up its sorted choices together.
+
+    Fixed probes of the whole range (for comparing training recipes) and the nested sizes of ladder training;
+    ``ladder(space, 2)`` is ``[smallest, largest]``.
+    """
+    if n < 2:
+        raise ValueError(f"a ladder needs at least 2 rungs, got {n}")
+
+    def rung(i: int) -> SubTransformerConfig:
+        return _pick_each(space, lambda choices: sorted(choices)[round(i * (len(choices) - 1) / (n - 1))])
+
+    return [rung(i) for i in range(n)]
+
+
 def gene_choices(space: DesignSpace) -> list[tuple[int, ...]]:
     """Choices of each gene position (HAT's 40-gene layout for a 6+6 SuperTransformer)."""
     out: list[tuple[int, ...]] = []

@@ -239,7 +239,7 @@ def _as_int_tuple(value: Any, key: str, source: str | None) -> tuple[int, ...]:
     return tuple(_as_int(v, key, source) for v in value)
 
 
-SHIPPED_SPACES = ("hat-wmt14-en-de", "multi30k-cpu", "multi30k-cpu-fixedhead")
+SHIPPED_SPACES = ("hat-wmt14-en-de", "multi30k-cpu", "multi30k-cpu-fixedhead", "multi30k-tiny")
 
 
 def load_space(name_or_path: str | Path) -> DesignSpace:

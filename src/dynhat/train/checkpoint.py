@@ -23,11 +23,14 @@ FORMAT = "dynhat-checkpoint-1"
 
 def rng_state() -> dict[str, Any]:
     state = random.getstate()
-    return {
+    out = {
         "python": [state[0], list(state[1]), state[2]],
         "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()  # dropout on the GPU draws from these
+    return out
 
 
 def _numpy_state() -> dict[str, Any]:
@@ -42,6 +45,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

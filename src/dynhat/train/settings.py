@@ -16,7 +16,9 @@ import yaml
 
 from dynhat.errors import ConfigError
 
-SAMPLING = ("uniform", "sandwich", "fixed")
+SAMPLING = ("uniform", "sandwich", "ladder", "fixed")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class TrainSettings:
     update_freq: int = 1
     max_updates: int = 12000
     max_minutes: float | None = None  # stop (after saving) when the wall-clock budget is spent
+    # stop when the updates have used this much CPU time (process time, all threads): an equal cost for runs that
+    # share a machine with other work
+    max_cpu_minutes: float | None = None
     max_lr: float = 1e-3
     lr_scheduler: str = "cosine"
     warmup_updates: int = 1000
@@ -39,6 +44,7 @@ class TrainSettings:
     attention_dropout: float = 0.1
     label_smoothing: float = 0.1
     sampling: str = "uniform"  # HAT: one uniformly sampled SubTransformer per update
+    ladder_size: int = 3  # sampling "ladder": these nested sizes (largest to smallest) on every batch
     fixed_config: str | None = None  # HAT SubTransformer YAML, for sampling="fixed" (train it from scratch)
     largest_first_updates: int = 0  # OFA's progressive shrinking, first stage: these updates train only the largest
     distill: float = 0.0  # in-place distillation (BigNAS): weight of the largest's output as the others' target
@@ -48,8 +54,12 @@ class TrainSettings:
     validate_every: int = 500
     save_every: int = 250
     max_positions: int = 256
+    probes: int = 2  # validation loss of this many ladder SubTransformers (smallest to largest) in probes.csv
     seed: int = 1
     threads: int | None = None
+    device: str = "auto"  # auto: CUDA when there is a GPU
+    # auto: bfloat16 autocast on a GPU with bf16 and on a CPU with native bf16 (AMX or AVX-512 BF16), else fp32
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
@@ -57,10 +67,17 @@ class TrainSettings:
             raise ConfigError(f"{self.sampling!r} is not one of {list(SAMPLING)}", field="sampling")
         if self.sampling == "fixed" and not self.fixed_config:
             raise ConfigError("sampling 'fixed' needs fixed-config (a SubTransformer YAML)", field="fixed-config")
+        if self.device not in DEVICES:
+            raise ConfigError(f"{self.device!r} is not one of {list(DEVICES)}", field="device")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{self.precision!r} is not one of {list(PRECISIONS)}", field="precision")
+        if self.ladder_size < 2 or self.probes < 2:
+            raise ConfigError("ladder-size and probes must be >= 2 (the smallest and the largest)", field="probes")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {self.distill}", field="distill")
-        if self.distill > 0 and self.sampling != "sandwich":
-            raise ConfigError("distillation needs sampling 'sandwich' (the largest is the teacher in each update)",
+        if self.distill > 0 and self.sampling not in ("sandwich", "ladder"):
+            raise ConfigError("distillation needs sampling 'sandwich' or 'ladder' (the largest is the teacher in "
+                              "each update)",
                               field="distill")
         if self.largest_first_updates < 0:
             raise ConfigError(f"must be >= 0, got {self.largest_first_updates}", field="largest-first-updates")

@@ -4,6 +4,9 @@ Determinism is what makes resuming exact: the SubTransformer of update ``u`` is 
 the batch order of epoch ``e`` from ``(seed, e)``, and the torch RNG (dropout) is saved with every checkpoint.
 A run resumed from its last checkpoint therefore takes the same steps as one that never stopped.
 
+The same code trains on a CUDA GPU (``device``) and under bfloat16 autocast (``precision``) on a GPU or on a CPU
+with native bf16; the loss and the optimiser state stay in fp32.
+
 Multi-process training runs under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPU). Every
 rank draws the same SubTransformer; the micro-batches of an update are dealt round-robin over ranks, and the loss
 is normalised by the update's total token count, so W ranks compute the same update as one process with W times
@@ -19,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,14 +35,15 @@ from tqdm import tqdm
 from dynhat.errors import ConfigError
 from dynhat.io import atomic_write_text
 from dynhat.model import ModelSettings, SuperTransformer
-from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample, smallest
+from dynhat.space import DesignSpace, SubTransformerConfig, ladder, largest, sample, smallest
 from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dynhat.train.loss import distillation_loss, label_smoothed_nll, label_smoothed_nll_of, to_base2
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
 
 LOG_FIELDS = ["update", "epoch", "lr", "train_loss", "train_nll", "tokens_per_s", "updates_per_s", "config",
-              "valid_loss_largest", "valid_loss_smallest", "elapsed_s"]
+              "valid_loss_largest", "valid_loss_smallest", "elapsed_s", "cpu_s"]
+PROBE_FIELDS = ["update", "elapsed_s", "cpu_s", "probe", "config", "valid_loss"]
 
 
 class Batch(Protocol):
@@ -56,36 +60,76 @@ class TrainState:
     batch_in_epoch: int = 0
     best_valid: float = float("inf")
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0  # process CPU time of the updates alone (validation and saving not counted)
 
 
 def update_configs(settings: TrainSettings, space: DesignSpace, update: int,
                    fixed: SubTransformerConfig | None) -> list[SubTransformerConfig]:
     """The SubTransformers trained in update ``update``; the same on every rank and after a resume.
 
-    The largest comes first in a sandwich: it is the teacher of the others under in-place distillation. (Under DDP
-    the parameters that the last backward leaves unused are still reduced: ``find_unused_parameters`` counts the
-    ``no_sync`` backwards as use.)
+    The largest comes first in a sandwich or a ladder: it is the teacher of the others under in-place distillation.
+    (Under DDP the parameters that the last backward leaves unused are still reduced: ``find_unused_parameters``
+    counts the ``no_sync`` backwards as use.)
     """
     if settings.sampling == "fixed":
         assert fixed is not None
         return [fixed]
     if update < settings.largest_first_updates:
         return [largest(space)]
+    if settings.sampling == "ladder":
+        return ladder(space, settings.ladder_size)[::-1]
     drawn = sample(space, random.Random(settings.seed * 1_000_003 + update))
     if settings.sampling == "sandwich":
         return [largest(space), smallest(space), drawn]
     return [drawn]
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA GPU", field="device")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively: a GPU with bf16, or a CPU with AMX or AVX-512 BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 for ``bf16`` (and for ``auto`` where it is native); None: fp32 throughout."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return replace(batch, src_tokens=batch.src_tokens.to(device, non_blocking=True),
+                   prev_output_tokens=batch.prev_output_tokens.to(device, non_blocking=True),
+                   target=batch.target.to(device, non_blocking=True))
+
+
 def validation_loss(model: SuperTransformer, batches: Sequence[Batch], config: SubTransformerConfig,
-                    epsilon: float) -> tuple[float, float]:
+                    epsilon: float, dtype: torch.dtype | None = None) -> tuple[float, float]:
     """(label-smoothed loss, nll) in bits per target token, eval mode: the search's fitness too."""
     was_training = model.training
     model.eval()
     loss_sum = nll_sum = 0.0
     tokens = 0
-    with torch.inference_mode():
+    device = next(model.parameters()).device
+    with torch.inference_mode(), autocast(device, dtype):
         for batch in batches:
+            batch = to_device(batch, device)
             logits = model(batch.src_tokens, batch.prev_output_tokens, config=config)
             loss, nll = label_smoothed_nll(logits, batch.target, epsilon, model.padding_idx)
             loss_sum, nll_sum, tokens = loss_sum + float(loss), nll_sum + float(nll), tokens + batch.ntokens
@@ -104,8 +148,14 @@ class Trainer:
         self.extra_state = extra_state or {}
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         torch.manual_seed(settings.seed)
+        self.device = resolve_device(settings.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        self.dtype = autocast_dtype(settings.precision, self.device)
         self.model = SuperTransformer(space, ModelSettings(vocab_size=vocab_size, dropout=settings.dropout,
                                                            attention_dropout=settings.attention_dropout))
+        self.model.to(self.device)
         self.fixed = None
         if settings.fixed_config:
             self.fixed = SubTransformerConfig.from_yaml(settings.fixed_config).validate(space, settings.fixed_config)
@@ -114,6 +164,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(0), betas=settings.adam_betas,
                                           eps=1e-8, weight_decay=settings.weight_decay)
         self.state = TrainState()
+        self.probes = ladder(space, settings.probes)
         self.ddp = (DistributedDataParallel(self.model, find_unused_parameters=True)
                     if self.world > 1 else None)
 
@@ -154,7 +205,8 @@ class Trainer:
             if DesignSpace.from_dict(payload["space"]) != self.space:
                 raise ConfigError(f"{self.last_path}: the checkpoint's design space differs from this run's")
             self._restore(self.last_path, payload)
-            self._truncate_log(self.state.update)
+            for log, names in ((self.log_path, LOG_FIELDS), (self.probe_path, PROBE_FIELDS)):
+                self._truncate_log(log, names, self.state.update)
             return True
         if self.settings.init_from:
             self._restore(self.settings.init_from, load_checkpoint(self.settings.init_from))
@@ -198,7 +250,9 @@ class Trainer:
         while self.state.update < s.max_updates:
             configs = update_configs(s, self.space, self.state.update, self.fixed)
             group = [next(stream) for _ in range(s.update_freq * self.world)]
+            cpu_start = time.process_time()
             loss, nll, tokens = self._step(group[self.rank :: self.world], configs, sum(b.ntokens for b in group))
+            self.state.cpu_s += time.process_time() - cpu_start
             self.state.update += 1
             window_tokens, window_updates = window_tokens + tokens, window_updates + 1
             self.state.elapsed_s = time.perf_counter() - start
@@ -208,9 +262,10 @@ class Trainer:
             row = {"update": self.state.update, "epoch": self.state.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                    "train_loss": loss, "train_nll": nll, "tokens_per_s": window_tokens / span,
                    "updates_per_s": window_updates / span, "config": configs[-1].id,
-                   "elapsed_s": self.state.elapsed_s}
-            done = self.state.update >= s.max_updates or (
-                s.max_minutes is not None and self.state.elapsed_s >= 60 * s.max_minutes)
+                   "elapsed_s": self.state.elapsed_s, "cpu_s": self.state.cpu_s}
+            done = (self.state.update >= s.max_updates
+                    or (s.max_minutes is not None and self.state.elapsed_s >= 60 * s.max_minutes)
+                    or (s.max_cpu_minutes is not None and self.state.cpu_s >= 60 * s.max_cpu_minutes))
             best = False
             if self.state.update % s.validate_every == 0 or done:
                 best = self._validate(row)
@@ -239,8 +294,10 @@ class Trainer:
         jobs = [(j, b, c) for c in configs for j, b in enumerate(batches)]
         for i, (j, batch, config) in enumerate(jobs):
             sync = self.ddp is None or i == len(jobs) - 1
+            batch = to_device(batch, self.device)
             with _maybe_no_sync(self.ddp, sync):
-                logits = module(batch.src_tokens, batch.prev_output_tokens, config=config)
+                with autocast(self.device, self.dtype):
+                    logits = module(batch.src_tokens, batch.prev_output_tokens, config=config)
                 lprobs = torch.log_softmax(logits.float(), dim=-1)
                 loss, nll = label_smoothed_nll_of(lprobs, batch.target, self.settings.label_smoothing,
                                                   self.model.padding_idx)
@@ -256,23 +313,30 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_norm)
         self.optimizer.step()
         local_tokens = sum(b.ntokens for b in batches)
-        stats = torch.tensor([loss_sum, nll_sum, float(local_tokens)], dtype=torch.float64)
+        stats = torch.tensor([loss_sum, nll_sum, float(local_tokens)], dtype=torch.float64,
+                             device=self.device if self.device.type == "cuda" else None)
         if self.world > 1:
             dist.all_reduce(stats)
         per_token = float(stats[2]) * len(configs)
         return to_base2(float(stats[0]) / per_token), to_base2(float(stats[1]) / per_token), int(stats[2])
 
     def _validate(self, row: dict[str, Any]) -> bool:
-        """Loss of the largest and smallest SubTransformers (or the fixed one); True when a new best."""
+        """Loss of the probes, the smallest and the largest among them (or of the fixed SubTransformer); True
+        when a new best."""
         if self.rank != 0:
             return False
         eps = self.settings.label_smoothing
         if self.fixed is not None:
             row["valid_loss_largest"] = row["valid_loss_smallest"] = validation_loss(
-                self.model, self.valid_batches, self.fixed, eps)[0]
+                self.model, self.valid_batches, self.fixed, eps, self.dtype)[0]
         else:
-            row["valid_loss_largest"] = validation_loss(self.model, self.valid_batches, largest(self.space), eps)[0]
-            row["valid_loss_smallest"] = validation_loss(self.model, self.valid_batches, smallest(self.space), eps)[0]
+            losses = [validation_loss(self.model, self.valid_batches, probe, eps, self.dtype)[0]
+                      for probe in self.probes]
+            row["valid_loss_smallest"], row["valid_loss_largest"] = losses[0], losses[-1]
+            self._append(self.probe_path, PROBE_FIELDS, [
+                {"update": self.state.update, "elapsed_s": self.state.elapsed_s, "cpu_s": self.state.cpu_s,
+                 "probe": i, "config": probe.id, "valid_loss": loss}
+                for i, (probe, loss) in enumerate(zip(self.probes, losses, strict=True))])
         # Best = mean of both ends, not HAT's smallest-only choice, so neither end of the space is neglected.
         score = (row["valid_loss_largest"] + row["valid_loss_smallest"]) / 2
         if score < self.state.best_valid:
@@ -285,28 +349,36 @@ class Trainer:
     def log_path(self) -> Path:
         return self.run_dir / "log.csv"
 
+    @property
+    def probe_path(self) -> Path:
+        return self.run_dir / "probes.csv"
+
     def _log(self, row: dict[str, Any]) -> None:
+        self._append(self.log_path, LOG_FIELDS, [row])
+
+    def _append(self, path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
         if self.rank != 0:
             return
-        new = not self.log_path.exists()
+        new = not path.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=names)
             if new:
                 writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in rows)
 
-    def _truncate_log(self, update: int) -> None:
+    def _truncate_log(self, path: Path, names: list[str], update: int) -> None:
         """Rows written after the checkpoint we resume from describe steps that will be redone."""
-        if self.rank != 0 or not self.log_path.exists():
+        if self.rank != 0 or not path.exists():
             return
-        with self.log_path.open(newline="") as handle:
+        with path.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if int(r["update"]) <= update]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(buffer, fieldnames=names, restval="")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.log_path, buffer.getvalue())
+        atomic_write_text(path, buffer.getvalue())
 
 
 def _maybe_no_sync(ddp: DistributedDataParallel | None, sync: bool) -> contextlib.AbstractContextManager:
