@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import gzip
+
 import yaml
+from helpers.toy_train import TOY_SPACE
 
 from dynhat.cli import main
-from dynhat.space import largest, load_space
+from dynhat.data.corpus import write_lines
+from dynhat.data.vocab import Vocabulary
+from dynhat.model import ModelSettings, SuperTransformer
+from dynhat.space import DesignSpace, largest, load_space
+from dynhat.train.checkpoint import save_checkpoint
+from dynhat.train.run import vocab_to_tensor
+from dynhat.train.settings import TrainSettings
 
 
 def test_space_info(capsys) -> None:
@@ -29,3 +38,26 @@ def test_config_check_valid_and_invalid(tmp_path, capsys) -> None:
 def test_unknown_space_is_a_clear_error(capsys) -> None:
     assert main(["space", "info", "nope"]) == 2
     assert "not a shipped space name" in capsys.readouterr().err
+
+
+def test_evaluate_scores_any_file_pair(tmp_path, capsys) -> None:
+    lines = [f"the {w} dog runs over the {v} hill" for w in ("red", "big", "old", "small") for v in ("green", "far")]
+    vocab = Vocabulary.train(lines * 5, 60)
+    space = DesignSpace.from_dict(TOY_SPACE)
+    model = SuperTransformer(space, ModelSettings(vocab_size=len(vocab)))
+    save_checkpoint(tmp_path / "toy.pt", {"model": model.state_dict(), "space": space.to_dict(),
+                                          "settings": TrainSettings().to_dict(), "vocab_size": len(vocab),
+                                          "vocab": vocab_to_tensor(vocab)})
+    (tmp_path / "src.en.gz").write_bytes(gzip.compress("\n".join(lines[:4]).encode() + b"\n"))
+    write_lines(tmp_path / "ref.de", lines[:4])
+    args = ["evaluate", str(tmp_path / "toy.pt"), "--config", "smallest", "--beam", "2"]
+    assert main([*args, "--src", str(tmp_path / "src.en.gz"), "--ref", str(tmp_path / "ref.de"),
+                 "--output", str(tmp_path / "hyp.de")]) == 0
+    out = capsys.readouterr().out
+    assert f"loss on {tmp_path / 'ref.de'}" in out and "BLEU" in out
+    assert len((tmp_path / "hyp.de").read_text().splitlines()) == 4
+    write_lines(tmp_path / "short.de", lines[:3])
+    assert main([*args, "--src", str(tmp_path / "src.en.gz"), "--ref", str(tmp_path / "short.de")]) == 2
+    assert "misaligned corpus" in capsys.readouterr().err
+    assert main([*args, "--src", str(tmp_path / "src.en.gz")]) == 2
+    assert "--src and --ref go together" in capsys.readouterr().err

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="BLEU (sacreBLEU, Multi30k, HAT conventions) and validation loss")
     _common(evaluate)
     evaluate.add_argument("--split", default="test_2016_flickr", help="Multi30k test split")
+    evaluate.add_argument("--src", default=None,
+                          help="score this source file instead of a Multi30k split (one sentence a line, .gz too)")
+    evaluate.add_argument("--ref", default=None, help="the references of --src, line-aligned with it")
     evaluate.add_argument("--cache-dir", default=None)
     evaluate.add_argument("--from", dest="mirror", default=None)
     evaluate.add_argument("--output", default=None, help="write the detokenized translations here")
@@ -43,18 +46,27 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dynhat.data.corpus import write_lines
+    from dynhat.data.corpus import read_parallel, write_lines
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.errors import ConfigError
     from dynhat.translate.evaluate import evaluate, load_trained, resolve_config
 
+    if (args.src is None) != (args.ref is None):
+        raise ConfigError("--src and --ref go together: a source file and its line-aligned references")
     model, vocab = load_trained(args.checkpoint)
     config = resolve_config(args.config, model.space)
-    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
-                      args.beam, args.lenpen)
+    if args.src:
+        test = read_parallel(args.src, args.ref)
+        result = evaluate(model, vocab, config, test, test, args.beam, args.lenpen)
+        where = f"loss on {args.ref}"
+    else:
+        root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+        result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
+                          args.beam, args.lenpen)
+        where = "valid loss"
     if args.output:
         write_lines(args.output, result.hypotheses)
-    print(f"config {config.id}  valid loss {result.valid_loss:.3f} bits/token")
+    print(f"config {config.id}  {where} {result.valid_loss:.3f} bits/token")
     print(f"BLEU {result.bleu.sacrebleu:.2f}  ({result.bleu.signature})")
     print(f"BLEU {result.bleu.multi30k:.2f}  (Multi30k convention: lowercased, normalised, Moses-tokenized)")
     print(f"BLEU {result.bleu.hat:.2f}  (HAT convention: Moses-tokenized, compound-split, cased)")
