@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import re
 import socket
 import threading
@@ -16,19 +19,30 @@ import uvicorn
 from helpers.toy_runtime import sentences, toy_parts
 
 from dynhat.runtime import DynamicTranslator, GreedyPolicy, PointCost
-from dynhat.runtime.service import MAX_SENTENCES, create_app
+from dynhat.runtime.service import MAX_SENTENCES, ServiceLimits, create_app
 from dynhat.translate.translator import Translator
+
+
+def toy_translator(tmp_path: Path) -> DynamicTranslator:
+    model, vocab, library = toy_parts(tmp_path)
+    return DynamicTranslator(model, vocab, library, 60_000.0, GreedyPolicy(),
+                             costs=[PointCost(1, 1), PointCost(2, 2), PointCost(4, 4)])
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, DynamicTranslator]]:
-    model, vocab, library = toy_parts(tmp_path)
-    translator = DynamicTranslator(model, vocab, library, 60_000.0, GreedyPolicy(),
-                                   costs=[PointCost(1, 1), PointCost(2, 2), PointCost(4, 4)])
+    translator = toy_translator(tmp_path)
+    with running(translator, ServiceLimits(max_inflight=16)) as url:
+        yield url, translator
+
+
+@contextlib.contextmanager
+def running(translator: DynamicTranslator, limits: ServiceLimits) -> Iterator[str]:
+    """The service on a free loopback port, for the duration of the block."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(translator), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(translator, limits), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -37,7 +51,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, DynamicTranslator]]:
         time.sleep(0.02)
     assert srv.started, "server did not start"
     try:
-        yield f"http://127.0.0.1:{port}", translator
+        yield f"http://127.0.0.1:{port}"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
@@ -78,7 +92,9 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_lives(server, body, message
 def test_unreadable_sentence_and_bad_budget(server) -> None:
     url, _ = server
     too_long = httpx.post(f"{url}/translate", json={"text": " ".join(["5"] * 300)})
-    assert too_long.status_code == 400 and "at most" in too_long.json()["detail"]
+    assert too_long.status_code == 422 and "300 subwords; at most 200" in too_long.json()["detail"]
+    too_many = httpx.post(f"{url}/translate", json={"sentences": [" ".join(["5"] * 150)] * 14})
+    assert too_many.status_code == 422 and "2100 subwords in all" in too_many.json()["detail"]
     assert httpx.put(f"{url}/budget", json={"budget_ms": 0}).status_code == 422
     assert httpx.put(f"{url}/budget", json={"budget_ms": 1e9}).status_code == 422
     assert httpx.get(f"{url}/health").status_code == 200
@@ -116,3 +132,92 @@ def test_concurrent_requests_while_the_budget_changes(server, tmp_path: Path) ->
     assert len({t["point_index"] for _, t in pairs}) >= 2
     for s, t in pairs:
         assert t["text"] == offline[t["point_index"]][s]
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (b'{"text": "5 6", "budget_ms": NaN}', "budget_ms"),
+    (b'{"text": "5 6", "budget_ms": Infinity}', "budget_ms"),
+    (b'{"text": "5 6", "budget_ms": "50"}', "budget_ms"),
+    (b'{"text": "5 6", "budget_ms": true}', "budget_ms"),
+    (b'{"text": "5 \\ud800 6"}', "text"),
+    (b'{"text": "5 6", "strict": "yes"}', "strict"),
+    (b'{"text": ', "body"),
+    (b'\xff\xfe', "body"),
+])
+def test_no_coercion_no_nan_and_no_echo_of_the_input(server, raw, field) -> None:
+    url, _ = server
+    response = httpx.post(f"{url}/translate", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any(field in err["loc"] for err in detail) and all("input" not in err for err in detail)
+    budget = httpx.put(f"{url}/budget", content=b'{"budget_ms": NaN}', headers={"content-type": "application/json"})
+    assert budget.status_code == 422
+
+
+def test_a_large_body_is_refused_before_it_is_read(server) -> None:
+    url, _ = server
+    declared = httpx.post(f"{url}/translate", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no content-length: the limit is enforced while reading
+        yield b'{"text": "'
+        for _ in range(100):
+            yield b"5 " * 5_000
+
+    streamed = httpx.post(f"{url}/translate", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "over 262144 bytes" in streamed.text
+    assert httpx.post(f"{url}/translate", json={"text": "5 6"}).status_code == 200
+
+
+def test_overload_is_a_503_and_readiness_says_so(tmp_path: Path) -> None:
+    translator = toy_translator(tmp_path)
+    entered, release = threading.Event(), threading.Event()
+    original = translator.translate_one
+
+    def slow(*args: object, **kwargs: object) -> object:
+        entered.set()
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    translator.translate_one = slow  # type: ignore[method-assign]
+    with running(translator, ServiceLimits(max_inflight=1)) as url, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, f"{url}/translate", json={"text": "5 6"}, timeout=20)
+        assert entered.wait(10)
+        busy = httpx.post(f"{url}/translate", json={"text": "7 8"})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert httpx.get(f"{url}/ready").status_code == 503
+        release.set()
+        assert first.result().status_code == 200
+        assert httpx.get(f"{url}/ready").json() == {"ready": True, "inflight": 0, "max_inflight": 1}
+
+
+def test_a_request_past_its_time_limit_stops_between_sentences(tmp_path: Path) -> None:
+    translator = toy_translator(tmp_path)
+    original = translator.translate_one
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    translator.translate_one = slow  # type: ignore[method-assign]
+    with running(translator, ServiceLimits(request_seconds=0.2)) as url:
+        response = httpx.post(f"{url}/translate", json={"sentences": ["5 6", "7 8", "9 10"]})
+    assert response.status_code == 503 and response.json()["detail"].startswith("sentences[1]: the request ran past")
+
+
+def test_budget_changes_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    translator = toy_translator(tmp_path)
+    with running(translator, ServiceLimits(budget_token="s3cret")) as url:
+        assert httpx.put(f"{url}/budget", json={"budget_ms": 50.0}).status_code == 401
+        wrong = httpx.put(f"{url}/budget", json={"budget_ms": 50.0}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = httpx.put(f"{url}/budget", json={"budget_ms": 50.0}, headers={"Authorization": "Bearer s3cret"})
+        assert right.json() == {"budget_ms": 50.0} and translator.budget_ms == 50.0
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_inflight"):
+        ServiceLimits(max_inflight=0)
+    with pytest.raises(ValueError, match="request_seconds"):
+        ServiceLimits(request_seconds=math.nan)
+    assert json.loads(json.dumps(ServiceLimits().__dict__))["max_body_bytes"] == 262144

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+#: When set, ``PUT /budget`` needs ``Authorization: Bearer <its value>`` (an environment variable, so the token
+#: does not show in the process list).
+TOKEN_VARIABLE = "DYNHAT_BUDGET_TOKEN"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="HTTP translation service under a latency budget (FastAPI + uvicorn)")
@@ -16,21 +20,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
     serve.add_argument("--calibrate-runs", type=int, default=10)
+    serve.add_argument("--max-inflight", type=int, default=4,
+                       help="requests translating at once; more get 503 + Retry-After instead of queueing")
+    serve.add_argument("--max-body-kb", type=int, default=256, help="larger request bodies get 413 unread")
+    serve.add_argument("--request-seconds", type=float, default=60.0,
+                       help="a request still running after this stops between sentences (503)")
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
+    from dynhat.errors import ConfigError
     from dynhat.runtime.dynamic import DynamicTranslator
-    from dynhat.runtime.service import serve
+    from dynhat.runtime.service import ServiceLimits, serve
     from dynhat.search.points import PointLibrary
     from dynhat.translate.evaluate import load_trained
 
+    try:
+        limits = ServiceLimits(max_body_bytes=args.max_body_kb * 1024, max_inflight=args.max_inflight,
+                               request_seconds=args.request_seconds,
+                               budget_token=os.environ.get(TOKEN_VARIABLE) or None)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not 0 < args.budget_ms <= 60_000 or args.threads < 1:
+        raise ConfigError("--budget-ms must be in (0, 60000] and --threads >= 1")
     torch.set_num_threads(args.threads)
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
     translator = DynamicTranslator(model, vocab, library, args.budget_ms, calibrate_runs=args.calibrate_runs,
                                    threads=args.threads, adapt_threads=not args.fixed_threads)
-    serve(translator, args.host, args.port)
+    serve(translator, args.host, args.port, limits)
     return 0
