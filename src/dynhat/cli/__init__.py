@@ -12,6 +12,7 @@ from dynhat.errors import DynhatError
 def build_parser() -> argparse.ArgumentParser:
     from dynhat.cli import (
         data_cmd,
+        hat_cmd,
         latency_cmd,
         run_cmd,
         scenario_cmd,
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynhat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (data_cmd, space_cmd, train_cmd, translate_cmd, latency_cmd, search_cmd, scenario_cmd,
-                   serve_cmd, run_cmd):
+                   serve_cmd, run_cmd, hat_cmd):
         module.register(sub)
     return parser
 

@@ -1,13 +1,16 @@
 """A training run from text to checkpoints: fetch (or read) the corpus, build or restore the vocabulary, batch, train.
 
 The vocabulary is stored in every checkpoint, so a checkpoint alone can translate and a resumed run tokenizes
-exactly as before.
+exactly as before. ``vocab_kind`` says which kind: ``sentencepiece`` (the model's bytes as a uint8 tensor; also
+what a checkpoint without the field holds) or ``fairseq`` (a fairseq dictionary, optional subword-nmt BPE codes
+and Moses settings as plain values, for models converted from HAT).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,6 +18,8 @@ from dynhat.data.batching import Batch, TokenBatcher
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.data.fetch import fetch_multi30k, load_multi30k
 from dynhat.data.vocab import Vocabulary
+from dynhat.errors import ConfigError, DataError
+from dynhat.hat.text import HatVocabulary
 from dynhat.space import load_space
 from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.settings import TrainSettings
@@ -25,19 +30,31 @@ def vocab_to_tensor(vocab: Vocabulary) -> torch.Tensor:
     return torch.frombuffer(bytearray(vocab.to_bytes()), dtype=torch.uint8).clone()
 
 
-def vocab_from_checkpoint(payload: dict) -> Vocabulary:
-    return Vocabulary(payload["vocab"].numpy().tobytes())
+def vocab_fields(vocab: Vocabulary | HatVocabulary) -> dict[str, Any]:
+    """The checkpoint fields that store ``vocab``."""
+    if isinstance(vocab, HatVocabulary):
+        return {"vocab_kind": "fairseq", "vocab": vocab.to_state()}
+    return {"vocab_kind": "sentencepiece", "vocab": vocab_to_tensor(vocab)}
+
+
+def vocab_from_checkpoint(payload: dict, source: str = "checkpoint") -> Vocabulary | HatVocabulary:
+    kind = payload.get("vocab_kind", "sentencepiece")
+    if kind == "fairseq":
+        return HatVocabulary.from_state(payload["vocab"], source)
+    if kind != "sentencepiece":
+        raise DataError(f"{source}: vocab_kind {kind!r} is neither 'sentencepiece' nor 'fairseq'")
+    return Vocabulary(payload["vocab"].numpy().tobytes(), source=f"{source}: vocab")
 
 
 @dataclass
 class PreparedData:
-    vocab: Vocabulary
+    vocab: Vocabulary | HatVocabulary
     train: TokenBatcher
     valid: list[Batch]
 
 
 def prepare(settings: TrainSettings, train: ParallelCorpus, valid: ParallelCorpus,
-            vocab: Vocabulary | None = None) -> PreparedData:
+            vocab: Vocabulary | HatVocabulary | None = None) -> PreparedData:
     vocab = vocab or Vocabulary.train(train.src + train.tgt, settings.vocab_size)
 
     def ids(lines: list[str]) -> list[list[int]]:
@@ -50,11 +67,15 @@ def prepare(settings: TrainSettings, train: ParallelCorpus, valid: ParallelCorpu
 
 
 def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelCorpus,
-                  valid: ParallelCorpus) -> tuple[Trainer, Vocabulary]:
+                  valid: ParallelCorpus) -> tuple[Trainer, Vocabulary | HatVocabulary]:
     """A trainer for ``run_dir`` (resumed from its last checkpoint when there is one) and its vocabulary."""
     last = Path(run_dir) / "checkpoint_last.pt"
     start = last if last.exists() else settings.init_from
-    vocab = vocab_from_checkpoint(load_checkpoint(start)) if start else None
+    payload = load_checkpoint(start) if start else {}
+    if start and "optimizer" not in payload:
+        raise ConfigError(f"{start}: holds a model without training state (converted from HAT?); training resumes "
+                          "only from a dynhat training checkpoint", field="init-from")
+    vocab = vocab_from_checkpoint(payload, str(start)) if start else None
     data = prepare(settings, train, valid, vocab)
     epochs: dict[int, list[Batch]] = {}
 
@@ -65,7 +86,7 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
         return epochs[epoch]
 
     trainer = Trainer(settings, load_space(settings.space), len(data.vocab), run_dir, epoch_batches, data.valid,
-                      extra_state={"vocab": vocab_to_tensor(data.vocab)})
+                      extra_state=vocab_fields(data.vocab))
     trainer.resume()
     return trainer, data.vocab
 

@@ -9,26 +9,28 @@ from dynhat.data.batching import TokenBatcher
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import ConfigError
+from dynhat.hat.text import HatVocabulary
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, middle, smallest
 from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.run import vocab_from_checkpoint
 from dynhat.train.trainer import validation_loss
 from dynhat.translate.bleu import BleuScores, score
-from dynhat.translate.translator import Translator
+from dynhat.translate.translator import TextVocabulary, Translator
 
 NAMED = {"largest": largest, "smallest": smallest, "middle": middle}
 
 
-def load_trained(path: str | Path) -> tuple[SuperTransformer, Vocabulary]:
-    """A SuperTransformer and its vocabulary from a training checkpoint (self-contained), in eval mode."""
+def load_trained(path: str | Path) -> tuple[SuperTransformer, Vocabulary | HatVocabulary]:
+    """A SuperTransformer and its vocabulary from a training or converted checkpoint (self-contained), in eval
+    mode: a sentencepiece ``Vocabulary`` or, for a model converted from HAT, a ``HatVocabulary``."""
     payload = load_checkpoint(path)
     space = DesignSpace.from_dict(payload["space"], source=str(path))
     settings = payload["settings"]
     model = SuperTransformer(space, ModelSettings(vocab_size=payload["vocab_size"], dropout=settings["dropout"],
                                                   attention_dropout=settings["attention_dropout"]))
     model.load_state_dict(payload["model"])
-    return model.eval(), vocab_from_checkpoint(payload)
+    return model.eval(), vocab_from_checkpoint(payload, str(path))
 
 
 def resolve_config(spec: str, space: DesignSpace) -> SubTransformerConfig:
@@ -51,7 +53,7 @@ class Evaluation:
     hypotheses: list[str]
 
 
-def evaluate(model: SuperTransformer, vocab: Vocabulary, config: SubTransformerConfig, test: ParallelCorpus,
+def evaluate(model: SuperTransformer, vocab: TextVocabulary, config: SubTransformerConfig, test: ParallelCorpus,
              valid: ParallelCorpus | None = None, beam: int = 4, lenpen: float = 0.6) -> Evaluation:
     hyps = Translator(model, vocab, config, beam=beam, lenpen=lenpen).translate(test.src)
     loss = None
