@@ -106,7 +106,11 @@ def test_killed_run_resumes_as_if_never_stopped(tmp_path) -> None:
     proc.wait()
     stopped_at = load_checkpoint(killed / "checkpoint_last.pt")["state"]["update"]
     assert 0 < stopped_at < updates, "the kill should land mid-run"
+    (killed / ".checkpoint_last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves
     subprocess.run([sys.executable, str(SCRIPT), str(killed), str(updates), "1"], check=True, env=ENV)
+    assert not list(killed.glob(".*.tmp")), "the resumed run removes what the killed one left half-written"
+    for name in ("checkpoint_last.pt", "log.csv"):  # same modes as the run that never stopped
+        assert (killed / name).stat().st_mode == (straight / name).stat().st_mode == 0o100666 & ~_umask(), name
     a, b = torch.load(straight / "final_rank0.pt"), torch.load(killed / "final_rank0.pt")
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
@@ -128,6 +132,12 @@ def test_a_run_forks_from_another_onto_a_reduced_space(tmp_path) -> None:
     narrower = {**TOY_SPACE, "encoder-ffn-embed-dim": 16, "encoder-ffn-embed-dim-choice": [16]}
     with pytest.raises(ConfigError, match=r"full/checkpoint_last\.pt: the checkpoint's SuperTransformer has other"):
         make_trainer(str(tmp_path / "narrow"), max_updates=10, space=narrower, init_from=start).resume()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _same_log(a: str, b: str) -> bool:

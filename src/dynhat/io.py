@@ -9,12 +9,23 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temp file beside ``path``, then rename it over ``path``."""
+    """Call ``write`` on a temp file beside ``path``, then rename it over ``path``.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not mkstemp's 0600, so a file
+    keeps its mode when a resumed run rewrites it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -27,3 +38,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temp files that writes of ``path`` left when a process was killed mid-write; returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dynhat.errors import ConfigError
-from dynhat.io import atomic_write_text
+from dynhat.io import atomic_write_text, remove_stale_temps
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, ladder, largest, sample, smallest
 from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -200,6 +200,9 @@ class Trainer:
     def resume(self) -> bool:
         """Continue from ``checkpoint_last.pt`` if there is one, else start from ``init-from`` if set; True when
         either happened."""
+        if self.rank == 0:  # a kill in the middle of a save leaves its temp file behind
+            for path in (self.last_path, self.best_path, self.log_path, self.probe_path):
+                remove_stale_temps(path)
         if self.last_path.exists():
             payload = load_checkpoint(self.last_path)
             if DesignSpace.from_dict(payload["space"]) != self.space:
