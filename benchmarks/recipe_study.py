@@ -10,6 +10,9 @@ different spaces are compared at the speed their probes really have. It writes `
 
     taskset -c 0 python -m dynhat train --config benchmarks/recipes/sandwich.yml --run-dir runs/study/sandwich
     python benchmarks/recipe_study.py runs/study/progressive runs/study/sandwich --out-dir runs/study/report
+
+Each run's scores are kept in its directory (``probe_scores.json``), so two processes may score half the runs
+each and a last call tabulates them all without scoring again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tqdm import tqdm
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
 from dynhat.io import atomic_write_text
 from dynhat.latency.measure import machine_info, measure_latency, pinned
+from dynhat.search.points import file_sha256
 from dynhat.space import DesignSpace, ladder
 from dynhat.space.cost import count_params
 from dynhat.train.checkpoint import load_checkpoint
@@ -51,7 +55,20 @@ def probe_curves(run_dir: Path) -> dict[int, list[tuple[float, float]]]:
 
 
 def study_run(run_dir: Path, test: Any, beam: int, latency_runs: int, threads: int) -> dict[str, Any]:
+    """One recipe's probes scored; kept in ``RUN/probe_scores.json`` for the same checkpoint and settings, so
+    runs can be scored by separate processes and then tabulated together."""
     path = run_dir / "checkpoint_last.pt"
+    key = {"checkpoint_sha256": file_sha256(path), "beam": beam, "latency_runs": latency_runs,
+           "test_sentences": len(test.src)}
+    cache = run_dir / "probe_scores.json"
+    if cache.exists() and (kept := json.loads(cache.read_text()))["key"] == key:
+        return kept["result"]
+    result = score_run(run_dir, path, test, beam, latency_runs, threads)
+    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
+    return result
+
+
+def score_run(run_dir: Path, path: Path, test: Any, beam: int, latency_runs: int, threads: int) -> dict[str, Any]:
     payload = load_checkpoint(path)
     settings, state = payload["settings"], payload["state"]
     space = DesignSpace.from_dict(payload["space"])
