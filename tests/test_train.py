@@ -222,3 +222,11 @@ def test_device_and_precision_settings() -> None:
     with pytest.raises(ConfigError, match="precision"):
         TrainSettings(precision="fp8")
     assert TrainSettings(distill=0.5, sampling="ladder").distill == 0.5
+
+
+def test_a_run_in_pieces_stops_saved_and_resumes(tmp_path) -> None:
+    first = make_trainer(str(tmp_path), max_updates=12)
+    assert first.train(progress=False, piece_minutes=0.0).update == 1  # the piece ends after its first update
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["state"]["update"] == 1
+    second = make_trainer(str(tmp_path), max_updates=12)
+    assert second.resume() and second.train(progress=False).update == 12

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--space", default=None, help="design space name or YAML (default multi30k-cpu)")
     train.add_argument("--max-updates", type=int, default=None)
     train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
+    train.add_argument("--piece-minutes", type=float, default=None,
+                       help="stop this call after so many minutes (saved; the next call resumes): runs in pieces")
     train.add_argument("--max-cpu-minutes", type=float, default=None,
                        help="CPU-time budget of the updates (process time, all threads); saves and stops")
     train.add_argument("--sampling", choices=["uniform", "sandwich", "ladder", "fixed"], default=None)
@@ -52,7 +54,7 @@ def _train(args: argparse.Namespace) -> int:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     init_distributed()
-    trainer = train_multi30k(settings, args.run_dir, args.cache_dir, args.mirror)
+    trainer = train_multi30k(settings, args.run_dir, args.cache_dir, args.mirror, piece_minutes=args.piece_minutes)
     state = trainer.state
     if trainer.rank == 0:
         print(f"stopped at update {state.update} (epoch {state.epoch}) after {state.elapsed_s / 60:.1f} min; "

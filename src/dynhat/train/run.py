@@ -92,8 +92,9 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
 
 
 def train_multi30k(settings: TrainSettings, run_dir: str | Path, data_root: str | Path | None = None,
-                   mirror: str | Path | None = None, progress: bool = True) -> Trainer:
+                   mirror: str | Path | None = None, progress: bool = True,
+                   piece_minutes: float | None = None) -> Trainer:
     root = fetch_multi30k(data_root, mirror, progress=progress)
     trainer, _ = build_trainer(settings, run_dir, load_multi30k("train", root), load_multi30k("val", root))
-    trainer.train(progress=progress)
+    trainer.train(progress=progress, piece_minutes=piece_minutes)
     return trainer

@@ -242,8 +242,11 @@ class Trainer:
             self.state.batch_in_epoch = 0
 
     # ------------------------------------------------------------------ training
-    def train(self, progress: bool = True) -> TrainState:
+    def train(self, progress: bool = True, piece_minutes: float | None = None) -> TrainState:
+        """Train until a budget of the run is spent, or for ``piece_minutes`` of this call (then save and return:
+        a later call resumes), whichever comes first."""
         s = self.settings
+        piece_end = None if piece_minutes is None else time.perf_counter() + 60 * piece_minutes
         start = time.perf_counter() - self.state.elapsed_s
         stream = self._micro_batches()
         bar = tqdm(total=s.max_updates, initial=self.state.update, disable=not progress or self.rank != 0,
@@ -268,7 +271,8 @@ class Trainer:
                    "elapsed_s": self.state.elapsed_s, "cpu_s": self.state.cpu_s}
             done = (self.state.update >= s.max_updates
                     or (s.max_minutes is not None and self.state.elapsed_s >= 60 * s.max_minutes)
-                    or (s.max_cpu_minutes is not None and self.state.cpu_s >= 60 * s.max_cpu_minutes))
+                    or (s.max_cpu_minutes is not None and self.state.cpu_s >= 60 * s.max_cpu_minutes)
+                    or (piece_end is not None and time.perf_counter() >= piece_end))
             best = False
             if self.state.update % s.validate_every == 0 or done:
                 best = self._validate(row)
