@@ -198,6 +198,8 @@ def test_spaces_hat_would_run_differently_are_not_exported(tmp_path) -> None:
     fixed_heads = {**TOY_SPACE, "head-dim": 4}
     with pytest.raises(ConfigError, match=r"head-dim: .* HAT's attention keeps qkv-dim fixed"):
         save_hat_checkpoint(tmp_path / "x.pt", _random_model(fixed_heads), "en", "de")
+    with pytest.raises(ConfigError, match=r"normalize-before: .* pre-norm"):
+        save_hat_checkpoint(tmp_path / "x.pt", _random_model({**TOY_SPACE, "normalize-before": True}), "en", "de")
     assert not (tmp_path / "x.pt").exists()
     only_last = {**TOY_SPACE, "encoder-layer-num-choice": [3, 2], "decoder-arbitrary-ende-attn-choice": [-1]}
     save_hat_checkpoint(tmp_path / "x.pt", _random_model(only_last), "en", "de")  # -1 agrees at every depth

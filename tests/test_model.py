@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +14,14 @@ from dynhat.space import largest, load_space, sample, smallest
 
 VOCAB = 120
 SPACES = {name: load_space(name) for name in ("hat-wmt14-en-de", "multi30k-cpu", "multi30k-cpu-fixedhead")}
+SPACES["multi30k-tiny-prenorm"] = replace(load_space("multi30k-tiny"), normalize_before=True, name="tiny-prenorm")
 torch.manual_seed(0)
 MODELS = {name: SuperTransformer(space, ModelSettings(vocab_size=VOCAB)).eval() for name, space in SPACES.items()}
+with torch.no_grad():  # norms away from (1, 0), so a norm applied in the wrong place shows
+    for module in MODELS["multi30k-tiny-prenorm"].modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.uniform_(-0.5, 0.5)
 ATOL = 1e-5
 RTOL = 1e-5  # float32 reassociation error grows with the value (log-probabilities reach ~ -15)
 
@@ -157,3 +164,20 @@ def test_move_keeps_active_config() -> None:
     model.double()
     assert model.active_config == config
     assert model.weights().encoder_embed.dtype == torch.float64
+
+
+def test_pre_norm_has_a_final_norm_per_stack_that_every_depth_uses() -> None:
+    post, pre = MODELS["multi30k-cpu"], MODELS["multi30k-tiny-prenorm"]
+    assert not any("layer_norm." in k and k.count(".") == 2 for k in post.state_dict())  # HAT's keys only
+    assert {"encoder.layer_norm.weight", "decoder.layer_norm.bias"} <= set(pre.state_dict())
+    src, prev = _batch(7)
+    space = SPACES["multi30k-tiny-prenorm"]
+    for config in (smallest(space), largest(space)):
+        with torch.inference_mode():
+            before = pre(src, prev, config=config)
+            pre.decoder.layer_norm.bias.add_(0.25)
+            after = pre(src, prev, config=config)
+            pre.decoder.layer_norm.bias.sub_(0.25)
+        assert not torch.allclose(before, after)
+    assert load_space("multi30k-tiny").normalize_before is False
+    assert replace(space, name="x").to_dict()["normalize-before"] is True

@@ -29,8 +29,8 @@ from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import HAT_KEYS, DesignSpace, SubTransformerConfig
 
 # The design space's fields, named as HAT's args name them (its YAML keys with "_" for "-").
-SPACE_ARGS = tuple(f.name for f in fields(DesignSpace) if f.name not in ("head_dim", "name", "description",
-                                                                         "settings"))
+SPACE_ARGS = tuple(f.name for f in fields(DesignSpace) if f.name not in ("head_dim", "normalize_before", "name",
+                                                                         "description", "settings"))
 # HAT's SubTransformer fields in args (``--encoder-embed-dim-subtransformer`` ...) -> SubTransformerConfig key.
 SUBTRANSFORMER_ARGS = {key.replace("-", "_"): key for key in HAT_KEYS}
 # Architecture settings dynhat's model implements. A checkpoint that sets another value describes a model dynhat
@@ -222,6 +222,9 @@ def hat_args(model: SuperTransformer, source_lang: str, target_lang: str, data: 
     if space.head_dim is not None:
         raise ConfigError(f"space {space.name!r} fixes head-dim {space.head_dim}; HAT's attention keeps qkv-dim "
                           "fixed and has no such setting", field="head-dim")
+    if space.normalize_before:
+        raise ConfigError(f"space {space.name!r} is pre-norm; HAT's SuperTransformer is post-norm only",
+                          field="normalize-before")
     if space.encoder_embed_dim != space.decoder_embed_dim:
         raise ConfigError(f"space {space.name!r} has encoder-embed-dim {space.encoder_embed_dim} and "
                           f"decoder-embed-dim {space.decoder_embed_dim}; HAT shares one embedding table only "

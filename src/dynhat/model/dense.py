@@ -103,6 +103,9 @@ class DenseTransformer(Seq2SeqModel):
                               c.decoder_self_attention_heads[i], c.decoder_ende_attention_heads[i],
                               (hd["decoder_self"][i], hd["decoder_cross"][i]), major, spec["attended"][i])
             for i in range(c.decoder_layer_num))
+        pre = spec.get("normalize_before", False)
+        self.encoder_norm = nn.LayerNorm(c.encoder_embed_dim) if pre else None
+        self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim) if pre else None
         self.register_buffer("encoder_positions", torch.zeros(spec["num_positions"], c.encoder_embed_dim))
         self.register_buffer("decoder_positions", torch.zeros(spec["num_positions"], c.decoder_embed_dim))
         self._weights: SubTransformerWeights | None = None
@@ -121,7 +124,9 @@ class DenseTransformer(Seq2SeqModel):
                 encoder=tuple(layer.weights() for layer in self.encoder_layers),
                 decoder=tuple(layer.weights() for layer in self.decoder_layers),
                 encoder_dropout=s["encoder_dropout"], decoder_dropout=s["decoder_dropout"],
-                attention_dropout=s["attention_dropout"], padding_idx=self.padding_idx)
+                attention_dropout=s["attention_dropout"], padding_idx=self.padding_idx,
+                encoder_norm=None if self.encoder_norm is None else _norm(self.encoder_norm),
+                decoder_norm=None if self.decoder_norm is None else _norm(self.decoder_norm))
         return self._weights
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
@@ -168,6 +173,7 @@ def extract(model: SuperTransformer, config: SubTransformerConfig) -> DenseTrans
         "decoder_dropout": w.decoder_dropout,
         "attention_dropout": w.attention_dropout,
         "space": space.name,
+        "normalize_before": space.normalize_before,
     }
     dense = DenseTransformer(spec).to(w.encoder_embed.device)
     width = dense.embed_tokens.weight.shape[1]
@@ -180,6 +186,10 @@ def extract(model: SuperTransformer, config: SubTransformerConfig) -> DenseTrans
         sources += _pairs(layer.weights(), lw)
     for layer, lw in zip(dense.decoder_layers, w.decoder, strict=True):
         sources += _pairs(layer.weights(), lw)
+    dense_w = dense.weights()
+    for dst_norm, src_norm in ((dense_w.encoder_norm, w.encoder_norm), (dense_w.decoder_norm, w.decoder_norm)):
+        if dst_norm is not None:
+            sources += _pairs(dst_norm, src_norm)
     for dst, src in sources:
         dst.copy_(src)
     dense.train(model.training)

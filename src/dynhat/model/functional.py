@@ -4,11 +4,17 @@ Numerics follow HAT / fairseq 0.8 wherever a HAT checkpoint depends on them: pos
 embeddings scaled by sqrt(d), a sinusoid built at the SuperTransformer's width and then sliced, fairseq's position
 numbering (non-pad tokens numbered from padding_idx + 1), and arbitrary encoder-decoder attention over the
 time-concatenated outputs of the last 1-3 encoder layers. Tensors are batch-first.
+
+Pre-norm (a space with ``normalize-before``, weights with final norms) normalises each sublayer's input instead
+of the residual sum, and normalises a stack's output with its final norm: for a SubTransformer of any depth the
+final norm follows its last active layer, so a shallow SubTransformer reads a normalised stream as the deep ones
+do. Arbitrary attention then reads each attended encoder layer's output through the final norm.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -114,33 +120,49 @@ def encode(w: SubTransformerWeights, src_tokens: Tensor, training: bool = False)
                training)
     layers: list[Tensor] = []
     for layer in w.encoder:
-        x = _encoder_layer(x, layer, key_mask, p, w.attention_dropout, training)
-        layers.append(x)
+        x = _encoder_layer(x, layer, key_mask, p, w.attention_dropout, training, w.encoder_norm is not None)
+        layers.append(x if w.encoder_norm is None else _layer_norm(x, w.encoder_norm))
     return EncoderOut(layers, key_mask)
 
 
+def _residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: NormWeights, pre: bool) -> Tensor:
+    """``norm(x + f(x))`` (post-norm, HAT's) or ``x + f(norm(x))`` (pre-norm)."""
+    return x + sublayer(_layer_norm(x, norm)) if pre else _layer_norm(x + sublayer(x), norm)
+
+
 def _encoder_layer(x: Tensor, w: EncoderLayerWeights, key_mask: Tensor | None, p: float, p_attn: float,
-                   training: bool) -> Tensor:
-    q, k, v = _split_heads(F.linear(x, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
-    h = _attend(q, k, v, w.self_attn, key_mask, False, p_attn, training)
-    x = _layer_norm(x + F.dropout(h, p, training), w.self_attn_norm)
-    return _layer_norm(x + _ffn(x, w.ffn, p, training), w.final_norm)
+                   training: bool, pre: bool = False) -> Tensor:
+    def attention(y: Tensor) -> Tensor:
+        q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+        return F.dropout(_attend(q, k, v, w.self_attn, key_mask, False, p_attn, training), p, training)
+
+    x = _residual(x, attention, w.self_attn_norm, pre)
+    return _residual(x, lambda y: _ffn(y, w.ffn, p, training), w.final_norm, pre)
 
 
 def _decoder_layer(x: Tensor, w: DecoderLayerWeights, self_kv: tuple[Tensor, Tensor] | None,
                    cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None, p: float, p_attn: float,
-                   training: bool) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                   training: bool, pre: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One decoder layer. ``self_kv`` given: incremental step appending to that cache; None: full causal pass."""
-    q, k, v = _split_heads(F.linear(x, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
-    if self_kv is not None:
-        k = torch.cat([self_kv[0], k], dim=2)
-        v = torch.cat([self_kv[1], v], dim=2)
-    h = _attend(q, k, v, w.self_attn, None, self_kv is None and x.shape[1] > 1, p_attn, training)
-    x = _layer_norm(x + F.dropout(h, p, training), w.self_attn_norm)
-    (cq,) = _split_heads(F.linear(x, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
-    h = _attend(cq, cross_kv[0], cross_kv[1], w.cross_attn, cross_mask, False, p_attn, training)
-    x = _layer_norm(x + F.dropout(h, p, training), w.cross_attn_norm)
-    return _layer_norm(x + _ffn(x, w.ffn, p, training), w.final_norm), (k, v)
+    cache: list[tuple[Tensor, Tensor]] = []
+
+    def self_attention(y: Tensor) -> Tensor:
+        q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+        if self_kv is not None:
+            k = torch.cat([self_kv[0], k], dim=2)
+            v = torch.cat([self_kv[1], v], dim=2)
+        cache.append((k, v))
+        h = _attend(q, k, v, w.self_attn, None, self_kv is None and y.shape[1] > 1, p_attn, training)
+        return F.dropout(h, p, training)
+
+    def cross_attention(y: Tensor) -> Tensor:
+        (cq,) = _split_heads(F.linear(y, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
+        h = _attend(cq, cross_kv[0], cross_kv[1], w.cross_attn, cross_mask, False, p_attn, training)
+        return F.dropout(h, p, training)
+
+    x = _residual(x, self_attention, w.self_attn_norm, pre)
+    x = _residual(x, cross_attention, w.cross_attn_norm, pre)
+    return _residual(x, lambda y: _ffn(y, w.ffn, p, training), w.final_norm, pre), cache[0]
 
 
 def decode(w: SubTransformerWeights, prev_tokens: Tensor, enc: EncoderOut, training: bool = False) -> Tensor:
@@ -151,7 +173,9 @@ def decode(w: SubTransformerWeights, prev_tokens: Tensor, enc: EncoderOut, train
     for layer in w.decoder:
         memory, mask = enc.memory(layer.attended)
         x, _ = _decoder_layer(x, layer, None, cross_keys_values(memory, layer.cross_attn), mask, p,
-                              w.attention_dropout, training)
+                              w.attention_dropout, training, w.decoder_norm is not None)
+    if w.decoder_norm is not None:
+        x = _layer_norm(x, w.decoder_norm)
     return F.linear(x, w.decoder_embed)
 
 
@@ -195,8 +219,11 @@ def decode_step(w: SubTransformerWeights, tokens: Tensor, state: DecoderState) -
     x = _embed(tokens.unsqueeze(1), w.decoder_embed, w.decoder_positions, positions, 0.0, False)
     for i, layer in enumerate(w.decoder):
         x, state.self_kv[i] = _decoder_layer(x, layer, state.self_kv[i] or _empty_kv(x, layer.self_attn),
-                                             state.cross_kv[i], state.cross_mask[i], 0.0, 0.0, False)
+                                             state.cross_kv[i], state.cross_mask[i], 0.0, 0.0, False,
+                                             w.decoder_norm is not None)
     state.length += 1
+    if w.decoder_norm is not None:
+        x = _layer_norm(x, w.decoder_norm)
     return F.linear(x[:, 0], w.decoder_embed)
 
 

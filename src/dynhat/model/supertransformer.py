@@ -133,12 +133,18 @@ class DecoderLayer(nn.Module):
 
 
 class _Stack(nn.Module):
-    """Holds ``embed_tokens`` (shared between the stacks) and ``layers`` under HAT's key names."""
+    """Holds ``embed_tokens`` (shared between the stacks) and ``layers`` under HAT's key names, and for pre-norm
+    the stack's final ``layer_norm`` (fairseq's key; absent from post-norm models, so HAT's keys stay exact)."""
 
-    def __init__(self, embed_tokens: nn.Embedding, layers: list[nn.Module]) -> None:
+    def __init__(self, embed_tokens: nn.Embedding, layers: list[nn.Module], final_norm: int | None) -> None:
         super().__init__()
         self.embed_tokens = embed_tokens
         self.layers = nn.ModuleList(layers)
+        if final_norm is not None:
+            self.layer_norm = nn.LayerNorm(final_norm)
+
+    def final_norm(self, d: int) -> NormWeights | None:
+        return _norm(self.layer_norm, d) if hasattr(self, "layer_norm") else None
 
 
 class SuperTransformer(Seq2SeqModel):
@@ -157,8 +163,11 @@ class SuperTransformer(Seq2SeqModel):
         nn.init.normal_(embed.weight, mean=0.0, std=width**-0.5)
         with torch.no_grad():
             embed.weight[settings.padding_idx].zero_()
-        self.encoder = _Stack(embed, [EncoderLayer(space) for _ in range(space.encoder_layers)])
-        self.decoder = _Stack(embed, [DecoderLayer(space) for _ in range(space.decoder_layers)])
+        pre = space.normalize_before
+        self.encoder = _Stack(embed, [EncoderLayer(space) for _ in range(space.encoder_layers)],
+                              space.encoder_embed_dim if pre else None)
+        self.decoder = _Stack(embed, [DecoderLayer(space) for _ in range(space.decoder_layers)],
+                              space.decoder_embed_dim if pre else None)
         positions = settings.max_positions + settings.padding_idx + 1
         self.register_buffer("positions", sinusoid_table(positions, width, settings.padding_idx), persistent=False)
         self._plans: OrderedDict[SubTransformerConfig, SubTransformerWeights] = OrderedDict()
@@ -219,6 +228,7 @@ class SuperTransformer(Seq2SeqModel):
                 encoder_dropout=self._dropout(d_enc, space.encoder_embed_dim),
                 decoder_dropout=self._dropout(d_dec, space.decoder_embed_dim),
                 attention_dropout=s.attention_dropout, padding_idx=s.padding_idx,
+                encoder_norm=self.encoder.final_norm(d_enc), decoder_norm=self.decoder.final_norm(d_dec),
             )
 
     def _dropout(self, d: int, d_max: int) -> float:

@@ -82,3 +82,6 @@ class SubTransformerWeights:
     decoder_dropout: float
     attention_dropout: float
     padding_idx: int
+    # pre-norm models only (space ``normalize-before``): the norm after each stack's last active layer
+    encoder_norm: NormWeights | None = None
+    decoder_norm: NormWeights | None = None

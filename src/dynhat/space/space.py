@@ -42,8 +42,10 @@ _CHOICE_KEYS = {
     "decoder-ende-attention-heads-choice": "decoder_ende_attention_heads_choice",
     "decoder-arbitrary-ende-attn-choice": "decoder_arbitrary_ende_attn_choice",
 }
-# dynhat's own keys: head-dim fixes the head width so fewer heads really cost less (HAT keeps qkv-dim fixed).
-_OWN_KEYS = {"name": "name", "head-dim": "head_dim", "description": "description"}
+# dynhat's own keys: head-dim fixes the head width so fewer heads really cost less (HAT keeps qkv-dim fixed);
+# normalize-before: pre-norm layers with a final norm per stack (HAT and fairseq's WMT models are post-norm).
+_OWN_KEYS = {"name": "name", "head-dim": "head_dim", "description": "description",
+             "normalize-before": "normalize_before"}
 # HAT training/model settings that may sit in a space file; kept verbatim for the trainer's defaults.
 HAT_SETTING_KEYS = frozenset(
     {
@@ -79,6 +81,7 @@ class DesignSpace:
     decoder_ende_attention_heads_choice: tuple[int, ...]
     decoder_arbitrary_ende_attn_choice: tuple[int, ...]
     head_dim: int | None = None
+    normalize_before: bool = False
     name: str = "custom"
     description: str = ""
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -100,7 +103,8 @@ class DesignSpace:
                 kwargs[_CHOICE_KEYS[key]] = _as_int_tuple(value, key, source)
             elif key in _OWN_KEYS:
                 attr = _OWN_KEYS[key]
-                kwargs[attr] = _as_int(value, key, source) if attr == "head_dim" else str(value)
+                kwargs[attr] = (_as_int(value, key, source) if attr == "head_dim"
+                                else _as_bool(value, key, source) if attr == "normalize_before" else str(value))
             elif key in HAT_SETTING_KEYS:
                 settings[key] = value
             else:
@@ -139,6 +143,8 @@ class DesignSpace:
         out.update({k: getattr(self, a) for k, a in _SIZE_KEYS.items()})
         if self.head_dim is not None:
             out["head-dim"] = self.head_dim
+        if self.normalize_before:
+            out["normalize-before"] = True
         out.update({k: list(getattr(self, a)) for k, a in _CHOICE_KEYS.items()})
         out.update(self.settings)
         return out
@@ -233,13 +239,20 @@ def _as_int(value: Any, key: str, source: str | None) -> int:
     return value
 
 
+def _as_bool(value: Any, key: str, source: str | None) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"expected true or false, got {value!r}", source=source, field=key)
+    return value
+
+
 def _as_int_tuple(value: Any, key: str, source: str | None) -> tuple[int, ...]:
     if not isinstance(value, list | tuple):
         raise ConfigError(f"expected a list of integers, got {value!r}", source=source, field=key)
     return tuple(_as_int(v, key, source) for v in value)
 
 
-SHIPPED_SPACES = ("hat-wmt14-en-de", "multi30k-cpu", "multi30k-cpu-fixedhead", "multi30k-tiny")
+SHIPPED_SPACES = ("hat-wmt14-en-de", "multi30k-cpu", "multi30k-cpu-fixedhead", "multi30k-tiny",
+                  "multi30k-tiny-prenorm")
 
 
 def load_space(name_or_path: str | Path) -> DesignSpace:
