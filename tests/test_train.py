@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,30 @@ def test_a_run_in_pieces_stops_saved_and_resumes(tmp_path) -> None:
     assert load_checkpoint(tmp_path / "checkpoint_last.pt")["state"]["update"] == 1
     second = make_trainer(str(tmp_path), max_updates=12)
     assert second.resume() and second.train(progress=False).update == 12
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("max-tokens: abc\n", "max-tokens: expected int, got 'abc'"),
+    ("max-lr: .nan\n", "max-lr: expected a finite number"),
+    ("adam-betas: [0.9]\n", "adam-betas: expected a list of two finite numbers"),
+    ("threads: true\n", "threads: expected int or null"),
+    ("- max-updates\n", "expected a mapping of settings, got list"),
+    ("max-updates: [1,\n", "not valid YAML"),
+])
+def test_settings_files_with_bad_values_name_file_and_field(tmp_path, text, message) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        TrainSettings.from_yaml(path)
+    assert str(path) in str(err.value)
+
+
+def test_unusable_yaml_files_are_named(tmp_path) -> None:
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for load in (TrainSettings.from_yaml, DesignSpace.from_yaml):
+        with pytest.raises(ConfigError, match=r"binary\.yml: not UTF-8 text"):
+            load(binary)
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load(tmp_path)
+    assert TrainSettings.from_dict({"max-lr": 1, "adam-betas": [0.9, 0.99]}).adam_betas == (0.9, 0.99)

@@ -6,7 +6,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
+
+from dynhat.errors import ConfigError
 
 
 def _umask() -> int:
@@ -47,3 +51,22 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The parsed YAML of ``path``; any way the file can be unusable is a ``ConfigError`` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", source=str(path))
+    if not path.is_file():
+        raise ConfigError(f"not a regular file (a {what} was expected)", source=str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot be read ({err.strerror})", source=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start}); a {what} was expected", source=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {' '.join(str(err).split())}", source=str(path)) from None

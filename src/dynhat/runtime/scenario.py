@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from dynhat.errors import ConfigError
+from dynhat.io import read_yaml
 from dynhat.runtime.controller import Candidate
 from dynhat.runtime.dynamic import DynamicTranslator, TranslationResult
 from dynhat.translate.bleu import sacrebleu_bleu
@@ -52,10 +52,7 @@ class Scenario:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Scenario:
         source = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"unreadable scenario ({err})", source=source) from None
+        data = read_yaml(path, "scenario")
         if not isinstance(data, dict) or not isinstance(data.get("phases"), list) or not data["phases"]:
             raise ConfigError("expected a mapping with a non-empty list 'phases'", source=source, field="phases")
         known = {"name", "sentences", "cpus", "threads", "load", "budget_ms", "budget_factor"}

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from dynhat.errors import ConfigError, DataError
-from dynhat.io import atomic_write_text
+from dynhat.io import atomic_write_text, read_yaml
 from dynhat.space import DesignSpace, SubTransformerConfig, load_space
 
 FORMAT = "dynhat-operating-points"
@@ -129,10 +129,7 @@ class PointLibrary:
              space: DesignSpace | None = None) -> PointLibrary:
         """Read a library; with ``checkpoint``, refuse it unless the file's SHA-256 is the library's."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise DataError(f"{path}: unreadable operating-point library ({err})") from None
+        data = read_yaml(path, "operating-point library")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DataError(f"{path}: not an operating-point library (format {FORMAT!r} expected)")
         if data.get("version") != VERSION:

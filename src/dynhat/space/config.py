@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from dynhat.errors import ConfigError
+from dynhat.io import read_yaml
 from dynhat.space.space import ARBITRARY_ATTENDED, DesignSpace
 
 # HAT SubTransformer YAML key -> attribute. Scalars first, then per-layer lists.
@@ -128,13 +129,7 @@ class SubTransformerConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SubTransformerConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("file not found", source=str(path)) from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML: {err}", source=str(path)) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "SubTransformer YAML"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """HAT's keys and layout: scalars as ints, per-layer values as lists."""

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from dynhat.errors import ConfigError
+from dynhat.io import read_yaml
 
 #: Number of encoder layers each arbitrary encoder-decoder attention value attends to (HAT: -1, 1, 2).
 ARBITRARY_ATTENDED = {-1: 1, 1: 2, 2: 3}
@@ -124,12 +125,7 @@ class DesignSpace:
     @classmethod
     def from_yaml(cls, path: str | Path) -> DesignSpace:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("file not found", source=str(path)) from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML: {err}", source=str(path)) from None
+        data = read_yaml(path, "design space YAML")
         space = cls.from_dict(data, source=str(path))
         if "name" not in data:
             object.__setattr__(space, "name", path.stem)

@@ -8,13 +8,13 @@ in proportion to the run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, get_type_hints
 
 from dynhat.errors import ConfigError
+from dynhat.io import read_yaml
 
 SAMPLING = ("uniform", "sandwich", "ladder", "fixed")
 DEVICES = ("auto", "cpu", "cuda")
@@ -88,12 +88,15 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainSettings:
         known = {f.name for f in fields(cls)}
+        hints = get_type_hints(cls)
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}", source=source)
         kwargs = {}
         for key, value in (data or {}).items():
             name = str(key).replace("-", "_")
             if name not in known:
                 raise ConfigError(f"unknown key; expected one of {sorted(known)}", source=source, field=str(key))
-            kwargs[name] = value
+            kwargs[name] = _checked(value, hints[name], str(key), source)
         try:
             return cls(**kwargs)
         except ConfigError as err:
@@ -101,13 +104,30 @@ class TrainSettings:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainSettings:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("file not found", source=str(path)) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "training settings YAML"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["adam_betas"] = list(self.adam_betas)
         return out
+
+
+def _checked(value: Any, hint: Any, key: str, source: str | None) -> Any:
+    """``value`` if it has the type of its field (ints for floats, a 2-list for the betas), else a ConfigError."""
+    allowed = set(getattr(hint, "__args__", ())) if str(hint).count("|") else {hint}
+    if value is None and type(None) in allowed:
+        return value
+    if (int in allowed and isinstance(value, int) and not isinstance(value, bool)) \
+            or (str in allowed and isinstance(value, str)):
+        return value
+    if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+        raise ConfigError(f"expected a finite number, got {value!r}", source=source, field=key)
+    if str(hint).startswith("tuple") and isinstance(value, list | tuple) and len(value) == 2 \
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return tuple(float(v) for v in value)
+    if str(hint).startswith("tuple"):
+        raise ConfigError(f"expected a list of two finite numbers, got {value!r}", source=source, field=key)
+    names = " or ".join(sorted("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed))
+    raise ConfigError(f"expected {names}, got {value!r}", source=source, field=key)
