@@ -24,6 +24,7 @@ that cannot hold its configurations is an error.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from dynhat.space import DesignSpace, SubTransformerConfig, load_space
 FORMAT = "dynhat-operating-points"
 VERSION = 1
 DEFAULT_BEAM = 4  # HAT's protocol and fairseq's WMT setting
+MAX_BEAM = 64
 
 
 def file_sha256(path: str | Path) -> str:
@@ -148,24 +150,47 @@ class PointLibrary:
         if space is None:
             space = (DesignSpace.from_dict(definition, source=f"{path}: space_definition") if definition
                      else load_space(data["space"]))
+        if not isinstance(data["points"], list):
+            raise ConfigError("expected a list of points", source=str(path), field="points")
         points = []
         for i, item in enumerate(data["points"]):
             where = f"{path}: points[{i}]"
-            try:
-                config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
-                predicted = item["predicted_ms"]
-                beam = int(item.get("beam", DEFAULT_BEAM))
-                if beam < 1:
-                    raise ValueError(f"beam {beam} < 1")
-                points.append(OperatingPoint(config, float(item["constraint_ms"]),
-                                             None if predicted is None else float(predicted),
-                                             float(item["valid_loss"]), item.get("measured_ms"), item.get("bleu"),
-                                             item.get("params"), beam))
-            except (KeyError, TypeError, ValueError) as err:
-                raise ConfigError(f"bad point ({err})", source=where) from None
+            if not isinstance(item, dict) or "config" not in item:
+                raise ConfigError("expected a mapping with a config", source=where)
+            config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
+            points.append(OperatingPoint(
+                config, _number(item, "constraint_ms", where), _number(item, "predicted_ms", where, optional=True),
+                _number(item, "valid_loss", where, low=0.0), _number(item, "measured_ms", where, optional=True),
+                _number(item, "bleu", where, optional=True, low=0.0, high=100.0),
+                _integer(item, "params", where, optional=True), _integer(item, "beam", where, high=MAX_BEAM)))
             if item.get("id") not in (None, points[-1].id):
                 raise ConfigError(f"id {item['id']} does not match its configuration and beam ({points[-1].id})",
                                   source=where)
-        return cls(points, data["space"], data["checkpoint"], data["device"], int(data["threads"]),
+        threads = _integer(data, "threads", str(path))
+        return cls(points, data["space"], data["checkpoint"], data["device"], threads,
                    data.get("fitness", {}), definition)
 
+
+
+def _number(item: dict[str, Any], key: str, where: str, optional: bool = False, low: float | None = None,
+            high: float | None = None) -> Any:
+    """A finite number (positive unless ``low`` is given, within ``high``), or None where ``optional``."""
+    value = item.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {value!r}", source=where, field=key)
+    if (value <= 0 if low is None else value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if high is not None else ("positive" if low is None else f">= {low}")
+        raise ConfigError(f"expected a number {bounds}, got {value!r}", source=where, field=key)
+    return float(value)
+
+
+def _integer(item: dict[str, Any], key: str, where: str, optional: bool = False, high: int | None = None) -> Any:
+    value = item.get(key, DEFAULT_BEAM if key == "beam" else None)  # libraries before beams read as beam 4
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
+        limit = f" up to {high}" if high is not None else ""
+        raise ConfigError(f"expected a positive integer{limit}, got {value!r}", source=where, field=key)
+    return value
