@@ -101,6 +101,22 @@ def test_a_torn_last_line_is_dropped_and_measured_again(toy_space: str, tmp_path
     assert "abc" not in out.read_text()
 
 
+def test_poisoned_latencies_are_refused_naming_the_line(toy_space: str, tmp_path: Path) -> None:
+    out = tmp_path / "lat.csv"
+    collect(settings(toy_space, configs=2), out, progress=False)
+    lines = out.read_text().splitlines(keepends=True)
+    fields = lines[2].split(",")
+    for column, value in ((3, "nan"), (4, "-1.5"), (3, "0"), (7, "inf")):
+        poisoned = fields.copy()
+        poisoned[column] = value
+        out.write_text("".join(lines[:2]) + ",".join(poisoned) + "".join(lines[3:]))
+        with pytest.raises(DataError, match=rf"lat\.csv: line 3: column {COLUMNS_UNDER_TEST[column]} is "):
+            read_rows(out)
+
+
+COLUMNS_UNDER_TEST = {3: "encoder_ms", 4: "decoder_ms", 7: "elapsed_s"}
+
+
 def test_a_killed_collection_resumes_without_measuring_rows_again(toy_space: str, tmp_path: Path) -> None:
     out = tmp_path / "lat.csv"
     args = [sys.executable, "-m", "dynhat", "latency", "collect", "--out", str(out), "--space", toy_space,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import time
@@ -166,6 +167,11 @@ def read_rows(csv_path: str | Path, space: DesignSpace | None = None) -> list[Ro
             index = int(record["row"])
         except (ValueError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: line {number}: {err}") from None
+        bad = [k for k, v in numbers.items()
+               if not math.isfinite(v) or v < 0 or (v == 0 and k in ("encoder_ms", "decoder_ms"))]
+        if bad:
+            raise DataError(f"{path}: line {number}: column {bad[0]} is {record[bad[0]]!r}; latencies and times are "
+                            "finite, latencies positive")
         if record["kind"] not in (SAMPLE, PROBE):
             raise DataError(f"{path}: line {number}: column kind is {record['kind']!r}, expected sample or probe")
         if space is not None:
