@@ -221,3 +221,13 @@ def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="request_seconds"):
         ServiceLimits(request_seconds=math.nan)
     assert json.loads(json.dumps(ServiceLimits().__dict__))["max_body_bytes"] == 262144
+
+
+def test_the_service_imports_no_trainer_and_no_optimiser() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, dynhat.runtime.service; "
+            "print(sorted(m for m in ('pymoo', 'dynhat.train.trainer', 'dynhat.search.pareto') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
