@@ -3,16 +3,11 @@ from __future__ import annotations
 import gzip
 
 import yaml
-from helpers.toy_train import TOY_SPACE
+from helpers.toy_checkpoint import LINES, toy_checkpoint
 
 from dynhat.cli import main
 from dynhat.data.corpus import write_lines
-from dynhat.data.vocab import Vocabulary
-from dynhat.model import ModelSettings, SuperTransformer
-from dynhat.space import DesignSpace, largest, load_space
-from dynhat.train.checkpoint import save_checkpoint
-from dynhat.train.run import vocab_to_tensor
-from dynhat.train.settings import TrainSettings
+from dynhat.space import largest, load_space
 
 
 def test_space_info(capsys) -> None:
@@ -41,13 +36,8 @@ def test_unknown_space_is_a_clear_error(capsys) -> None:
 
 
 def test_evaluate_scores_any_file_pair(tmp_path, capsys) -> None:
-    lines = [f"the {w} dog runs over the {v} hill" for w in ("red", "big", "old", "small") for v in ("green", "far")]
-    vocab = Vocabulary.train(lines * 5, 60)
-    space = DesignSpace.from_dict(TOY_SPACE)
-    model = SuperTransformer(space, ModelSettings(vocab_size=len(vocab)))
-    save_checkpoint(tmp_path / "toy.pt", {"model": model.state_dict(), "space": space.to_dict(),
-                                          "settings": TrainSettings().to_dict(), "vocab_size": len(vocab),
-                                          "vocab": vocab_to_tensor(vocab)})
+    toy_checkpoint(tmp_path / "toy.pt")
+    lines = LINES
     (tmp_path / "src.en.gz").write_bytes(gzip.compress("\n".join(lines[:4]).encode() + b"\n"))
     write_lines(tmp_path / "ref.de", lines[:4])
     args = ["evaluate", str(tmp_path / "toy.pt"), "--config", "smallest", "--beam", "2"]

@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd,
         hat_cmd,
         latency_cmd,
+        release_cmd,
         run_cmd,
         scenario_cmd,
         search_cmd,
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynhat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (data_cmd, space_cmd, train_cmd, translate_cmd, latency_cmd, search_cmd, scenario_cmd,
-                   serve_cmd, run_cmd, hat_cmd):
+                   serve_cmd, run_cmd, hat_cmd, release_cmd):
         module.register(sub)
     return parser
 

@@ -42,6 +42,9 @@ MAX_BEAM = 64
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file; of a release folder, its manifest's (which holds every file's)."""
+    if Path(path).is_dir():
+        path = Path(path) / "manifest.json"
     sha = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

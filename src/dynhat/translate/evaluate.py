@@ -11,6 +11,7 @@ from dynhat.data.vocab import Vocabulary
 from dynhat.errors import ConfigError
 from dynhat.hat.text import HatVocabulary
 from dynhat.model import ModelSettings, SuperTransformer
+from dynhat.release import is_release, load_release
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, middle, smallest
 from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.run import vocab_from_checkpoint
@@ -23,7 +24,10 @@ NAMED = {"largest": largest, "smallest": smallest, "middle": middle}
 
 def load_trained(path: str | Path) -> tuple[SuperTransformer, Vocabulary | HatVocabulary]:
     """A SuperTransformer and its vocabulary from a training or converted checkpoint (self-contained), in eval
-    mode: a sentencepiece ``Vocabulary`` or, for a model converted from HAT, a ``HatVocabulary``."""
+    mode: a sentencepiece ``Vocabulary`` or, for a model converted from HAT, a ``HatVocabulary``. A release folder
+    or the name of a shipped release (``dynhat.release``) loads the same way."""
+    if is_release(path):
+        return load_release(path)
     payload = load_checkpoint(path)
     space = DesignSpace.from_dict(payload["space"], source=str(path))
     settings = payload["settings"]

@@ -1,0 +1,166 @@
+"""Released models: a trained SuperTransformer as a folder that loads with no pickle and checks its own bytes.
+
+A training checkpoint holds the optimiser, RNG states and data position (what resuming needs) and loads through
+``torch.load``. A device needs none of that. ``export_release`` writes what serving needs:
+
+- ``model.safetensors``: the SuperTransformer's weights (the shared embedding once), in bf16, fp16 or fp32;
+- ``vocab.model`` (sentencepiece) or ``vocab.json`` (a model converted from HAT: fairseq dictionary, BPE codes);
+- ``space.yml``: the design space; ``model.json``: vocabulary size, dropout settings, training facts;
+- ``card.md``: the model card (recipe, updates, hours, operating points' BLEU where a library is given);
+- ``manifest.json``: the SHA-256 of every other file, checked on every load.
+
+``load_release`` reads such a folder, or a released model shipped with dynhat by name (``RELEASES``); every verb
+that takes a checkpoint takes either.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from dynhat.data.vocab import Vocabulary
+from dynhat.errors import DataError
+from dynhat.hat.text import HatVocabulary
+from dynhat.io import atomic_write, atomic_write_text
+from dynhat.model import ModelSettings, SuperTransformer
+from dynhat.search.points import file_sha256
+from dynhat.space import DesignSpace
+
+FORMAT = "dynhat-release-1"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+SHARED = ("decoder.embed_tokens.weight", "encoder.embed_tokens.weight")  # (alias, stored)
+
+
+def shipped_releases() -> list[str]:
+    """Names of the released models shipped inside the package (``src/dynhat/releases/NAME/``)."""
+    root = resources.files("dynhat").joinpath("releases")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.joinpath("manifest.json").is_file()) \
+        if root.is_dir() else []
+
+
+def is_release(path_or_name: str | Path) -> bool:
+    return (Path(path_or_name) / "manifest.json").is_file() or str(path_or_name) in shipped_releases()
+
+
+def release_dir(path_or_name: str | Path) -> Path:
+    if (Path(path_or_name) / "manifest.json").is_file():
+        return Path(path_or_name)
+    return Path(str(resources.files("dynhat").joinpath("releases", str(path_or_name))))
+
+
+def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, out_dir: str | Path,
+                   dtype: str = "bf16", facts: dict[str, Any] | None = None, card: str = "") -> Path:
+    """Write ``model`` and ``vocab`` as a release folder; ``facts`` (training recipe, updates, hours) go into
+    model.json, ``card`` is the model card's text."""
+    if dtype not in DTYPES:
+        raise DataError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in model.state_dict().items()
+             if k != SHARED[0]}
+    blob = save(state, metadata={"format": FORMAT})
+    atomic_write(out / "model.safetensors", lambda handle: handle.write(blob))
+    if isinstance(vocab, HatVocabulary):
+        vocab_name = "vocab.json"
+        atomic_write_text(out / vocab_name, json.dumps(vocab.to_state(), indent=1))
+    else:
+        vocab_name = "vocab.model"
+        atomic_write(out / vocab_name, lambda handle: handle.write(vocab.to_bytes()))
+    model.space.save_yaml(out / "space.yml")
+    meta = {"format": FORMAT, "dtype": dtype, "vocab": vocab_name, "vocab_size": model.settings.vocab_size,
+            "dropout": model.settings.dropout, "attention_dropout": model.settings.attention_dropout,
+            **(facts or {})}
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=1))
+    files = ["model.safetensors", vocab_name, "space.yml", "model.json"]
+    if card:
+        atomic_write_text(out / "card.md", card)
+        files.append("card.md")
+    manifest = {"format": FORMAT, "sha256": {name: file_sha256(out / name) for name in files}}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))  # last: a complete folder has it
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bf16",
+                      points: str | Path | None = None, name: str | None = None) -> Path:
+    """Release a training (or converted) checkpoint: its training facts go into model.json and the card, and
+    the operating points of ``points`` (a library searched on this checkpoint) into the card."""
+    from dynhat.search.points import PointLibrary
+    from dynhat.train.checkpoint import load_checkpoint
+    from dynhat.translate.evaluate import load_trained
+
+    model, vocab = load_trained(checkpoint)
+    payload = load_checkpoint(checkpoint)
+    state = payload.get("state", {})
+    facts = {"name": name or Path(out_dir).name, "trained_from": Path(checkpoint).name,
+             "checkpoint_sha256": file_sha256(checkpoint), "updates": state.get("update"),
+             "wall_hours": round(state.get("elapsed_s", 0.0) / 3600, 3),
+             "cpu_hours": round(state.get("cpu_s", 0.0) / 3600, 3), "training_settings": payload.get("settings")}
+    rows = None
+    if points is not None:
+        rows = [p.to_dict() for p in PointLibrary.load(points, checkpoint=checkpoint, space=model.space).sorted()]
+    return export_release(model, vocab, out_dir, dtype, facts, model_card(facts["name"], facts, rows))
+
+
+def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary | HatVocabulary]:
+    """The SuperTransformer (fp32, eval mode) and vocabulary of a release folder or shipped name, after checking
+    every file against the manifest."""
+    folder = release_dir(path_or_name)
+    manifest = _json(folder / "manifest.json")
+    listed = manifest.get("sha256")
+    if manifest.get("format") != FORMAT or not isinstance(listed, dict) or "model.safetensors" not in listed:
+        raise DataError(f"{folder / 'manifest.json'}: not a dynhat release manifest (format {FORMAT!r})")
+    for name, expected in listed.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: listed in the manifest but missing")
+        if file_sha256(path) != expected:
+            raise DataError(f"{path}: sha256 {file_sha256(path)} does not match the manifest's {expected}: the file "
+                            "was changed or damaged; export or download the release again")
+    meta = _json(folder / "model.json")
+    space = DesignSpace.from_yaml(folder / "space.yml")
+    try:
+        tensors = load_file(folder / "model.safetensors")
+        model = SuperTransformer(space, ModelSettings(vocab_size=int(meta["vocab_size"]),
+                                                      dropout=float(meta["dropout"]),
+                                                      attention_dropout=float(meta["attention_dropout"])))
+        tensors[SHARED[0]] = tensors[SHARED[1]]
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise DataError(f"{folder}: weights do not fit the release's space and vocabulary ({err})") from None
+    vocab_path = folder / str(meta.get("vocab", ""))
+    if vocab_path.name == "vocab.json":
+        vocab: Vocabulary | HatVocabulary = HatVocabulary.from_state(_json(vocab_path), str(vocab_path))
+    else:
+        vocab = Vocabulary(vocab_path.read_bytes(), source=str(vocab_path))
+    return model.eval(), vocab
+
+
+def model_card(name: str, facts: dict[str, Any], points: list[dict[str, Any]] | None = None) -> str:
+    """A model card from the training facts and, where given, a reference library's operating points."""
+    lines = [f"# {name}", "", "A dynhat SuperTransformer: every SubTransformer of its design space shares these "
+             "weights.", "", "## Training", "", "```yaml", yaml.safe_dump(facts, sort_keys=False).rstrip(), "```"]
+    if points:
+        lines += ["", "## Operating points of the reference library", "",
+                  "| point | decoder layers | beam | measured ms | BLEU |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['id']} | {p['decoder_layers']} | {p['beam']} | {p.get('measured_ms')} | {p.get('bleu')} |"
+                  for p in points]
+    return "\n".join(lines) + "\n"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (not a dynhat release folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
