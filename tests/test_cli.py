@@ -51,3 +51,22 @@ def test_evaluate_scores_any_file_pair(tmp_path, capsys) -> None:
     assert "misaligned corpus" in capsys.readouterr().err
     assert main([*args, "--src", str(tmp_path / "src.en.gz")]) == 2
     assert "--src and --ref go together" in capsys.readouterr().err
+
+
+def test_every_failure_is_one_line_and_an_exit_code(tmp_path, capsys, monkeypatch) -> None:
+    import dynhat.cli.space_cmd as space_cmd
+
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"\x00\xff\xfe binary")
+    assert main(["config", "check", str(binary), "--space", "hat-wmt14-en-de"]) == 2
+    assert capsys.readouterr().err.strip().endswith("not UTF-8 text (byte 1); a SubTransformer YAML was expected")
+    for raised, code, text in ((ValueError("beam must be positive"), 2, "dynhat: error: beam must be positive"),
+                               (RuntimeError("boom"), 1, "internal error, a bug: please report it"),
+                               (KeyboardInterrupt(), 130, "interrupted")):
+        def fail(_args: object, exc: BaseException = raised) -> int:
+            raise exc
+
+        monkeypatch.setattr(space_cmd, "_space_info", fail)
+        assert main(["space", "info", "multi30k-cpu"]) == code
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err and err.count("\n") == 1

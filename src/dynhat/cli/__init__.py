@@ -33,9 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 on success; 2 with one line on bad input (argparse's convention); 1 with one line on an internal
+    error, which is a bug to report; never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DynhatError as err:
         print(f"dynhat: error: {err}", file=sys.stderr)
         return 2
+    except (ValueError, OSError) as err:  # bad values or files that got past the loaders' own checks
+        where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+        print(f"dynhat: error: {where}{err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynhat: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        print(f"dynhat: internal error, a bug: please report it with the command that caused it "
+              f"({type(err).__name__}: {err})", file=sys.stderr)
+        return 1
