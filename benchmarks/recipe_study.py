@@ -55,20 +55,25 @@ def probe_curves(run_dir: Path) -> dict[int, list[tuple[float, float]]]:
 
 
 def study_run(run_dir: Path, test: Any, beam: int, latency_runs: int, threads: int) -> dict[str, Any]:
-    """One recipe's probes scored; kept in ``RUN/probe_scores.json`` for the same checkpoint and settings, so
-    runs can be scored by separate processes and then tabulated together."""
+    """One recipe's probes scored. BLEU is kept in ``RUN/probe_scores.json`` for the same checkpoint and
+    settings, so runs can be scored by separate processes and then tabulated together; latency is measured
+    again by every call, so the tabulating call times every recipe's probes in one process, one after another."""
     path = run_dir / "checkpoint_last.pt"
-    key = {"checkpoint_sha256": file_sha256(path), "beam": beam, "latency_runs": latency_runs,
-           "test_sentences": len(test.src)}
+    key = {"checkpoint_sha256": file_sha256(path), "beam": beam, "test_sentences": len(test.src)}
     cache = run_dir / "probe_scores.json"
-    if cache.exists() and (kept := json.loads(cache.read_text()))["key"] == key:
-        return kept["result"]
-    result = score_run(run_dir, path, test, beam, latency_runs, threads)
-    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
+    if cache.exists() and all((kept := json.loads(cache.read_text()))["key"].get(k) == v for k, v in key.items()):
+        result = kept["result"]
+    else:
+        result = score_run(run_dir, path, test, beam, threads)
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
+    model, _ = load_trained(path)
+    for row, probe in zip(result["probes"], ladder(model.space, len(result["probes"])), strict=True):
+        with pinned(1):
+            row["latency_ms"] = measure_latency(model, probe, runs=latency_runs, warmup=5, beam=beam).total_ms
     return result
 
 
-def score_run(run_dir: Path, path: Path, test: Any, beam: int, latency_runs: int, threads: int) -> dict[str, Any]:
+def score_run(run_dir: Path, path: Path, test: Any, beam: int, threads: int) -> dict[str, Any]:
     payload = load_checkpoint(path)
     settings, state = payload["settings"], payload["state"]
     space = DesignSpace.from_dict(payload["space"])
@@ -79,11 +84,9 @@ def score_run(run_dir: Path, path: Path, test: Any, beam: int, latency_runs: int
     for i, probe in enumerate(tqdm(probes, desc=run_dir.name, leave=False)):
         with pinned(threads):
             result = evaluate(model, vocab, probe, test, beam=beam)
-        with pinned(1):
-            latency = measure_latency(model, probe, runs=latency_runs, warmup=5, beam=beam)
         rows.append({"probe": i, "config": probe.id, "params": count_params(probe, space, len(vocab)).non_embedding,
                      "valid_loss": curves[i][-1][1], "bleu": result.bleu.sacrebleu,
-                     "bleu_multi30k": result.bleu.multi30k, "latency_ms": latency.total_ms})
+                     "bleu_multi30k": result.bleu.multi30k})
     return {"recipe": run_dir.name, "space": space.name, "updates": state["update"],
             "cpu_minutes": state.get("cpu_s", 0.0) / 60, "wall_minutes": state["elapsed_s"] / 60,
             "settings": settings, "probes": rows, "curves": {str(k): v for k, v in curves.items()}}
