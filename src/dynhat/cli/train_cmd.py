@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     train.add_argument("--space", default=None, help="design space name or YAML (default multi30k-cpu)")
     train.add_argument("--max-updates", type=int, default=None)
+    train.add_argument("--update-freq", type=int, default=None,
+                       help="micro-batches per update and rank: N ranks at F equal 1 process at N x F")
     train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
     train.add_argument("--piece-minutes", type=float, default=None,
                        help="stop this call after so many minutes (saved; the next call resumes): runs in pieces")
@@ -42,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     from dynhat.train.trainer import init_distributed
 
     settings = TrainSettings.from_yaml(args.config) if args.config else TrainSettings()
-    overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates,
+    overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates, "update_freq": args.update_freq,
                                    "max_minutes": args.max_minutes, "sampling": args.sampling,
                                    "fixed_config": args.fixed_config, "threads": args.threads,
                                    "largest_first_updates": args.largest_first_updates,
