@@ -44,8 +44,9 @@ def _train(args: argparse.Namespace) -> int:
     from dynhat.train.trainer import init_distributed
 
     settings = TrainSettings.from_yaml(args.config) if args.config else TrainSettings()
-    overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates, "update_freq": args.update_freq,
-                                   "max_minutes": args.max_minutes, "sampling": args.sampling,
+    overrides = {k: v for k, v in {"space": args.space, "max_updates": args.max_updates,
+                                   "update_freq": args.update_freq, "max_minutes": args.max_minutes,
+                                   "sampling": args.sampling,
                                    "fixed_config": args.fixed_config, "threads": args.threads,
                                    "largest_first_updates": args.largest_first_updates,
                                    "distill": args.distill, "init_from": args.init_from,
