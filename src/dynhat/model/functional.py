@@ -14,7 +14,6 @@ do. Arbitrary attention then reads each attended encoder layer's output through 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -125,44 +124,42 @@ def encode(w: SubTransformerWeights, src_tokens: Tensor, training: bool = False)
     return EncoderOut(layers, key_mask)
 
 
-def _residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: NormWeights, pre: bool) -> Tensor:
-    """``norm(x + f(x))`` (post-norm, HAT's) or ``x + f(norm(x))`` (pre-norm)."""
-    return x + sublayer(_layer_norm(x, norm)) if pre else _layer_norm(x + sublayer(x), norm)
+def _sublayer_input(x: Tensor, norm: NormWeights, pre: bool) -> Tensor:
+    """What a sublayer reads: ``LN(x)`` in pre-norm, ``x`` itself in post-norm."""
+    return _layer_norm(x, norm) if pre else x
+
+
+def _add(x: Tensor, h: Tensor, norm: NormWeights, pre: bool) -> Tensor:
+    """The residual sum: ``x + h`` in pre-norm, ``LN(x + h)`` in post-norm (HAT's)."""
+    return x + h if pre else _layer_norm(x + h, norm)
 
 
 def _encoder_layer(x: Tensor, w: EncoderLayerWeights, key_mask: Tensor | None, p: float, p_attn: float,
                    training: bool, pre: bool = False) -> Tensor:
-    def attention(y: Tensor) -> Tensor:
-        q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
-        return F.dropout(_attend(q, k, v, w.self_attn, key_mask, False, p_attn, training), p, training)
-
-    x = _residual(x, attention, w.self_attn_norm, pre)
-    return _residual(x, lambda y: _ffn(y, w.ffn, p, training), w.final_norm, pre)
+    y = _sublayer_input(x, w.self_attn_norm, pre)
+    q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+    h = _attend(q, k, v, w.self_attn, key_mask, False, p_attn, training)
+    x = _add(x, F.dropout(h, p, training), w.self_attn_norm, pre)
+    return _add(x, _ffn(_sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
 
 
 def _decoder_layer(x: Tensor, w: DecoderLayerWeights, self_kv: tuple[Tensor, Tensor] | None,
                    cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None, p: float, p_attn: float,
                    training: bool, pre: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One decoder layer. ``self_kv`` given: incremental step appending to that cache; None: full causal pass."""
-    cache: list[tuple[Tensor, Tensor]] = []
-
-    def self_attention(y: Tensor) -> Tensor:
-        q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
-        if self_kv is not None:
-            k = torch.cat([self_kv[0], k], dim=2)
-            v = torch.cat([self_kv[1], v], dim=2)
-        cache.append((k, v))
-        h = _attend(q, k, v, w.self_attn, None, self_kv is None and y.shape[1] > 1, p_attn, training)
-        return F.dropout(h, p, training)
-
-    def cross_attention(y: Tensor) -> Tensor:
-        (cq,) = _split_heads(F.linear(y, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
-        h = _attend(cq, cross_kv[0], cross_kv[1], w.cross_attn, cross_mask, False, p_attn, training)
-        return F.dropout(h, p, training)
-
-    x = _residual(x, self_attention, w.self_attn_norm, pre)
-    x = _residual(x, cross_attention, w.cross_attn_norm, pre)
-    return _residual(x, lambda y: _ffn(y, w.ffn, p, training), w.final_norm, pre), cache[0]
+    y = _sublayer_input(x, w.self_attn_norm, pre)
+    q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+    if self_kv is not None:
+        k = torch.cat([self_kv[0], k], dim=2)
+        v = torch.cat([self_kv[1], v], dim=2)
+    h = _attend(q, k, v, w.self_attn, None, self_kv is None and x.shape[1] > 1, p_attn, training)
+    x = _add(x, F.dropout(h, p, training), w.self_attn_norm, pre)
+    y = _sublayer_input(x, w.cross_attn_norm, pre)
+    (cq,) = _split_heads(F.linear(y, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
+    h = _attend(cq, cross_kv[0], cross_kv[1], w.cross_attn, cross_mask, False, p_attn, training)
+    x = _add(x, F.dropout(h, p, training), w.cross_attn_norm, pre)
+    x = _add(x, _ffn(_sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
+    return x, (k, v)
 
 
 def decode(w: SubTransformerWeights, prev_tokens: Tensor, enc: EncoderOut, training: bool = False) -> Tensor:
