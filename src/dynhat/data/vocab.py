@@ -30,7 +30,14 @@ BOS, PAD, EOS, UNK = 0, 1, 2, 3
 _SPECIALS = {"bos": (BOS, "<s>"), "pad": (PAD, "<pad>"), "eos": (EOS, "</s>"), "unk": (UNK, "<unk>")}
 
 
-class Vocabulary:
+class FairseqIds:
+    """fairseq's special ids (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3), which every dynhat vocabulary keeps,
+    so models, batches and checkpoints agree whatever the tokenizer."""
+
+    bos, pad, eos, unk = BOS, PAD, EOS, UNK
+
+
+class Vocabulary(FairseqIds):
     """A sentencepiece model with fairseq's special ids; ``encode`` adds no bos/eos (the batcher appends eos)."""
 
     def __init__(self, model_bytes: bytes, source: str = "vocabulary bytes") -> None:
@@ -97,22 +104,6 @@ class Vocabulary:
     def fingerprint(self) -> str:
         """Short SHA-256 of the model: tells whether two checkpoints tokenize the same way."""
         return hashlib.sha256(self._bytes).hexdigest()[:16]
-
-    @property
-    def bos(self) -> int:
-        return BOS
-
-    @property
-    def pad(self) -> int:
-        return PAD
-
-    @property
-    def eos(self) -> int:
-        return EOS
-
-    @property
-    def unk(self) -> int:
-        return UNK
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()

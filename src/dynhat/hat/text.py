@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from dynhat.data.vocab import FairseqIds
 from dynhat.errors import DataError
-from dynhat.hat.dictionary import BOS, EOS, PAD, UNK, FairseqDictionary
+from dynhat.hat.dictionary import FairseqDictionary
 
 if TYPE_CHECKING:
     from sacremoses import MosesDetokenizer, MosesTokenizer
@@ -37,7 +38,7 @@ def check_bpe_codes(text: str, source: str) -> None:
                             f"got {line!r}")
 
 
-class HatVocabulary:
+class HatVocabulary(FairseqIds):
     """Text <-> ids with a fairseq dictionary; the vocabulary interface the translator, runtime and service use.
 
     ``bpe_codes`` is the text of a subword-nmt codes file, or None for a dictionary of whole Moses tokens.
@@ -73,22 +74,6 @@ class HatVocabulary:
                             f"target_lang and aggressive_dash_splits ({err!r} is missing or malformed)") from None
 
     # ------------------------------------------------------------------ the vocabulary interface
-    @property
-    def bos(self) -> int:
-        return BOS
-
-    @property
-    def pad(self) -> int:
-        return PAD
-
-    @property
-    def eos(self) -> int:
-        return EOS
-
-    @property
-    def unk(self) -> int:
-        return UNK
-
     def __len__(self) -> int:
         return len(self.dictionary)
 
