@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dynhat.cli.args import Parser
 from dynhat.errors import DynhatError
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         translate_cmd,
     )
 
-    parser = argparse.ArgumentParser(prog="dynhat", description=__doc__)
+    parser = Parser(prog="dynhat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (data_cmd, space_cmd, train_cmd, translate_cmd, latency_cmd, search_cmd, scenario_cmd,
                    serve_cmd, run_cmd, hat_cmd, release_cmd):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynhat.cli.args import integer
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     actions = sub.add_parser("data", help="datasets and subword vocabularies").add_subparsers(
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vocab = actions.add_parser("vocab", help="train the joint source+target subword vocabulary (sentencepiece BPE)")
     vocab.add_argument("--train-src", required=True, help="training source text, one sentence a line (.gz ok)")
     vocab.add_argument("--train-tgt", required=True, help="training target text, line-aligned with --train-src")
-    vocab.add_argument("--size", type=int, default=None, help="number of pieces (default 8000)")
+    vocab.add_argument("--size", type=integer(8), default=None, help="number of pieces (default 8000)")
     vocab.add_argument("--out", required=True, help="where to write the sentencepiece model")
     vocab.set_defaults(func=_vocab)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from dynhat.cli.args import integer, real
 from dynhat.latency.settings import CollectSettings
 from dynhat.latency.table import LatencyTable
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     collect.add_argument("--paired", action="store_true",
                          help="time every run right after one of the reference and correct each row by its own "
                               "reference runs (2x the time; for machines whose speed moves within seconds)")
-    collect.add_argument("--cpu", type=int, nargs="+", default=None, help="pin to these CPUs")
+    collect.add_argument("--cpu", type=integer(0), nargs="+", default=None, help="pin to these CPUs")
     collect.add_argument("--hat-csv", default=None, help="also write the drift-corrected rows in HAT's layout")
     collect.set_defaults(func=_collect)
 
@@ -48,16 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, help="where to write the predictor (.pt)")
     fit.add_argument("--method", choices=("hat", "ours"), default="ours",
                      help="hat: HAT's MLP; ours: dynhat's ensemble with uncertainty (default)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the 80/10/10 split and of the fit (default 0)")
+    fit.add_argument("--seed", type=integer(0), default=0, help="seed of the 80/10/10 split and of the fit (default 0)")
     fit.add_argument("--device", default=None,
                      help="device the latencies were measured on (default: from the file name, e.g. xeon); "
                           "for --method hat it picks HAT's lat-norm (raspberrypi 5000, xeon 300, titanxp 200)")
-    fit.add_argument("--steps", type=int, default=None,
+    fit.add_argument("--steps", type=integer(1), default=None,
                      help="training steps (default: hat 5000 as HAT, ours 1500 with early stopping)")
-    fit.add_argument("--huber", type=float, default=None, metavar="DELTA",
+    fit.add_argument("--huber", type=real(0, strict=True), default=None, metavar="DELTA",
                      help="ours only: Huber loss with this delta (in robust residual scales, e.g. 3), robust to "
                           "measurement outliers such as the warm-up rows of HAT's Raspberry Pi table")
-    fit.add_argument("--threads", type=int, default=None, help="thread count of the measurement (metadata)")
+    fit.add_argument("--threads", type=integer(1), default=None, help="thread count of the measurement (metadata)")
     fit.add_argument("--space", default=None, help="design space name of the table (metadata)")
     fit.set_defaults(func=_fit)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from dynhat.cli.args import integer, real
 from dynhat.pipeline import PipelineSettings
 
 
@@ -15,15 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the whole pipeline on the embedded default (Multi30k)")
     defaults = PipelineSettings()
     run.add_argument("--run-dir", default=defaults.run_dir, help="where everything goes (resumed if present)")
-    run.add_argument("--minutes", type=float, default=defaults.train_minutes,
+    run.add_argument("--minutes", type=real(0, strict=True), default=defaults.train_minutes,
                      help=f"SuperTransformer training budget in minutes (default {defaults.train_minutes:g}); a run "
                           "directory already trained longer is reused as it is")
     run.add_argument("--checkpoint", default=None, help="use this trained SuperTransformer instead of training one")
-    run.add_argument("--latency-configs", type=int, default=defaults.latency_configs)
-    run.add_argument("--constraints", type=int, default=defaults.constraints, help="number of operating points")
-    run.add_argument("--population", type=int, default=defaults.population, help="NSGA-II population")
-    run.add_argument("--generations", type=int, default=defaults.generations, help="NSGA-II generations")
-    run.add_argument("--valid-sentences", type=int, default=defaults.valid_sentences,
+    run.add_argument("--latency-configs", type=integer(2), default=defaults.latency_configs)
+    run.add_argument("--constraints", type=integer(1), default=defaults.constraints, help="number of operating points")
+    run.add_argument("--population", type=integer(2), default=defaults.population, help="NSGA-II population")
+    run.add_argument("--generations", type=integer(1), default=defaults.generations, help="NSGA-II generations")
+    run.add_argument("--valid-sentences", type=integer(1), default=defaults.valid_sentences,
                      help="validation subset of the search's fitness")
     run.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario)")
     run.add_argument("--cache-dir", default=None, help="dataset cache")

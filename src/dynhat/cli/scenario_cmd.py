@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynhat.cli.args import integer
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     scenario = sub.add_parser("scenario", help="run a stream of test sentences through phases of changing "
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     scenario.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     scenario.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     scenario.add_argument("--no-static", action="store_true", help="only the dynamic translator")
-    scenario.add_argument("--calibrate-runs", type=int, default=10)
+    scenario.add_argument("--calibrate-runs", type=integer(1), default=10)
     scenario.set_defaults(func=_scenario)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dynhat.cli.args import integer
 from dynhat.errors import ConfigError
 
 
@@ -57,21 +58,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="evolution: HAT's search per constraint; pareto: one NSGA-II front for all")
     search.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     search.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
-    search.add_argument("--valid-sentences", type=int, default=100,
+    search.add_argument("--valid-sentences", type=integer(1), default=100,
                         help="validation subset for the fitness (0: all); 100 ranks SubTransformers as all 1,014 "
                              "do (Spearman 0.999, docs/search.md)")
-    search.add_argument("--test-sentences", type=int, default=0, help="test BLEU on the first N (0: all)")
+    search.add_argument("--test-sentences", type=integer(0), default=0, help="test BLEU on the first N (0: all)")
     search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="of the fitness passes (auto: bfloat16 autocast where the CPU has it natively)")
-    search.add_argument("--population", type=int, default=125)
-    search.add_argument("--parents", type=int, default=25)
-    search.add_argument("--iterations", type=int, default=30)
-    search.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
-    search.add_argument("--verify-runs", type=int, default=50, help="timed runs of each point's on-device check")
-    search.add_argument("--threads", type=int, default=1)
-    search.add_argument("--workers", type=int, default=1,
+    search.add_argument("--population", type=integer(2), default=125)
+    search.add_argument("--parents", type=integer(1), default=25)
+    search.add_argument("--iterations", type=integer(1), default=30)
+    search.add_argument("--patience", type=integer(1), default=None, help="stop after N iterations without improvement")
+    search.add_argument("--verify-runs", type=integer(1), default=50, help="timed runs of each point's on-device check")
+    search.add_argument("--threads", type=integer(1), default=1)
+    search.add_argument("--workers", type=integer(1), default=1,
                         help="fitness processes, one CPU each (a generation's new candidates in parallel)")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--seed", type=integer(0), default=0)
     search.add_argument("--variant-beams", type=parse_beams, default=(),
                         help="also verify every point decoded with these beams, e.g. 1 (greedy): decoding variants")
     search.set_defaults(func=_search)
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     variants.add_argument("--points", required=True, help="operating-point library to extend")
     variants.add_argument("--beams", type=parse_beams, default=(1,), help="beams of the variants (default 1)")
     variants.add_argument("--out", required=True, help="library YAML to write (may be --points)")
-    variants.add_argument("--runs", type=int, default=50, help="timed runs of each variant's latency check")
+    variants.add_argument("--runs", type=integer(1), default=50, help="timed runs of each variant's latency check")
     variants.add_argument("--cpus", type=parse_cpus, default=None,
                           help="CPUs of the latency check, e.g. 1 (those of the library's measurements)")
     variants.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")

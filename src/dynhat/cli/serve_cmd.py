@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynhat.cli.args import integer, real
+
 #: When set, ``PUT /budget`` needs ``Authorization: Bearer <its value>`` (an environment variable, so the token
 #: does not show in the process list).
 TOKEN_VARIABLE = "DYNHAT_BUDGET_TOKEN"
@@ -13,17 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="HTTP translation service under a latency budget (FastAPI + uvicorn)")
     serve.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
     serve.add_argument("--points", required=True, help="operating-point library (dynhat search)")
-    serve.add_argument("--budget-ms", type=float, required=True, help="default latency budget per sentence")
+    serve.add_argument("--budget-ms", type=real(0, strict=True), required=True,
+                       help="default latency budget per sentence")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--threads", type=int, default=1, help="most torch intra-op threads; fewer while other "
+    serve.add_argument("--port", type=integer(0, 65535), default=8080)
+    serve.add_argument("--threads", type=integer(1), default=1, help="most torch intra-op threads; fewer while other "
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
-    serve.add_argument("--calibrate-runs", type=int, default=10)
-    serve.add_argument("--max-inflight", type=int, default=4,
+    serve.add_argument("--calibrate-runs", type=integer(1), default=10)
+    serve.add_argument("--max-inflight", type=integer(1), default=4,
                        help="requests translating at once; more get 503 + Retry-After instead of queueing")
-    serve.add_argument("--max-body-kb", type=int, default=256, help="larger request bodies get 413 unread")
-    serve.add_argument("--request-seconds", type=float, default=60.0,
+    serve.add_argument("--max-body-kb", type=integer(1), default=256, help="larger request bodies get 413 unread")
+    serve.add_argument("--request-seconds", type=real(0, strict=True), default=60.0,
                        help="a request still running after this stops between sentences (503)")
     serve.set_defaults(func=_serve)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dynhat.cli.args import integer
 from dynhat.space import SubTransformerConfig, load_space
 
 
@@ -18,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = config.add_parser("check", help="validate a HAT SubTransformer YAML against a space")
     check.add_argument("config", help="SubTransformer YAML in HAT's keys")
     check.add_argument("--space", required=True, help="a space YAML or a shipped space's name")
-    check.add_argument("--src-len", type=int, default=30, help="source tokens for the MAC count (default 30)")
-    check.add_argument("--tgt-len", type=int, default=30, help="decoder steps for the MAC count (default 30)")
-    check.add_argument("--vocab", type=int, default=None,
+    check.add_argument("--src-len", type=integer(1), default=30, help="source tokens for the MAC count (default 30)")
+    check.add_argument("--tgt-len", type=integer(1), default=30, help="decoder steps for the MAC count (default 30)")
+    check.add_argument("--vocab", type=integer(1), default=None,
                        help="vocabulary size for embedding/output counts (default: the space's standard)")
     check.set_defaults(func=_config_check)
 

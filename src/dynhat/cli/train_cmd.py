@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from dynhat.cli.args import integer, real
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a SuperTransformer (or one fixed SubTransformer) on Multi30k")
@@ -13,23 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     train.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     train.add_argument("--space", default=None, help="design space name or YAML (default multi30k-cpu)")
-    train.add_argument("--max-updates", type=int, default=None)
-    train.add_argument("--update-freq", type=int, default=None,
+    train.add_argument("--max-updates", type=integer(1), default=None)
+    train.add_argument("--update-freq", type=integer(1), default=None,
                        help="micro-batches per update and rank: N ranks at F equal 1 process at N x F")
-    train.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; saves and stops")
-    train.add_argument("--piece-minutes", type=float, default=None,
+    train.add_argument("--max-minutes", type=real(0, strict=True), default=None,
+                       help="wall-clock budget; saves and stops")
+    train.add_argument("--piece-minutes", type=real(0, strict=True), default=None,
                        help="stop this call after so many minutes (saved; the next call resumes): runs in pieces")
-    train.add_argument("--max-cpu-minutes", type=float, default=None,
+    train.add_argument("--max-cpu-minutes", type=real(0, strict=True), default=None,
                        help="CPU-time budget of the updates (process time, all threads); saves and stops")
     train.add_argument("--sampling", choices=["uniform", "sandwich", "ladder", "fixed"], default=None)
     train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
-    train.add_argument("--largest-first-updates", type=int, default=None,
+    train.add_argument("--largest-first-updates", type=integer(0), default=None,
                        help="first updates train only the largest SubTransformer (progressive shrinking)")
-    train.add_argument("--distill", type=float, default=None,
+    train.add_argument("--distill", type=real(0, 1), default=None,
                        help="in-place distillation weight (sandwich: the largest teaches the others)")
     train.add_argument("--init-from", default=None,
                        help="start from another run's checkpoint (also on a reduced space of the same shapes)")
-    train.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    train.add_argument("--threads", type=integer(1), default=None, help="torch intra-op threads")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="auto: CUDA when present")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                        help="bf16: bfloat16 autocast; auto: bf16 where the GPU or CPU runs it natively")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dynhat.cli.args import integer, real
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (holds model, space and vocabulary)")
     parser.add_argument("--config", default="largest",
                         help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids")
-    parser.add_argument("--beam", type=int, default=4)
-    parser.add_argument("--lenpen", type=float, default=0.6)
+    parser.add_argument("--beam", type=integer(1, 64), default=4)
+    parser.add_argument("--lenpen", type=real(), default=0.6)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
