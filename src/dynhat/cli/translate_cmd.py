@@ -39,9 +39,9 @@ def _translate(args: argparse.Namespace) -> int:
 
     model, vocab = load_trained(args.checkpoint)
     config = resolve_config(args.config, model.space)
-    from dynhat.data.corpus import read_lines
+    from dynhat.data.corpus import decode_lines, read_lines
 
-    lines = sys.stdin.read().splitlines() if args.input == "-" else read_lines(args.input)
+    lines = decode_lines(sys.stdin.buffer.read(), "stdin") if args.input == "-" else read_lines(args.input)
     for line in Translator(model, vocab, config, beam=args.beam, lenpen=args.lenpen).translate(lines):
         print(line)
     return 0

@@ -58,22 +58,28 @@ def read_lines(path: str | Path) -> list[str]:
     except (OSError, EOFError, zlib.error) as err:
         what = "not a readable gzip file" if _is_gzip(path) else "cannot be read"
         raise DataError(f"{path}: {what} ({err})") from None
+    lines = decode_lines(raw, f"{path}", "of the decompressed file" if _is_gzip(path) else "of the file")
+    if not lines:
+        raise DataError(f"{path}: file is empty")
+    return lines
+
+
+def decode_lines(raw: bytes, source: str, where: str = "of the input") -> list[str]:
+    """UTF-8 text split on ``\\n`` (a BOM and trailing ``\\r`` dropped); undecodable bytes are refused with their
+    line, since a replacement character would reach the model as an unknown subword and go unnoticed."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         number = raw.count(b"\n", 0, err.start) + 1
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
-        where = "of the decompressed file" if _is_gzip(path) else "of the file"
         bad = raw[err.start:err.end]
-        raise DataError(f"{path}: line {number}: undecodable bytes at byte {column} of the line (byte {err.start} "
+        raise DataError(f"{source}: line {number}: undecodable bytes at byte {column} of the line (byte {err.start} "
                         f"{where}): {bad!r} is not valid UTF-8") from None
     if text.startswith(_BOM):
         text = text[len(_BOM):]
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    if not lines:
-        raise DataError(f"{path}: file is empty")
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 
+from dynhat.errors import DataError
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
 from dynhat.translate.search import (
@@ -102,7 +103,8 @@ class Translator:
         capacity = self.model.weights(self.config).encoder_positions.shape[0] - self.model.padding_idx - 1
         for i, s in enumerate(sources):
             if len(s) + 1 > capacity:
-                raise ValueError(f"sentence {i} has {len(s)} subwords; the model reads at most {capacity - 1}")
+                raise DataError(f"sentence {i + 1} (line {i + 1} of the input) has {len(s)} subwords; the model reads "
+                                f"at most {capacity - 1}: split it")
 
     def _device(self) -> torch.device:
         return self.model.weights(self.config).encoder_embed.device
