@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info
@@ -27,7 +27,7 @@ from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.space.sampling import largest, sample, smallest
 from dynhat.translate.evaluate import load_trained
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "search.md"
+OUT = RESULTS / "fitness_precision.md"
 HEADING = "## Fitness precision: float32 and bfloat16"
 
 
@@ -59,7 +59,7 @@ def main() -> None:
              f"Six SubTransformers on {len(valid.src)} validation sentences, the faster of two passes each: float32 "
              f"{f32:.2f} s, bfloat16 autocast {b16:.2f} s (**{f32 / b16:.2f}x**); largest loss difference "
              f"{diff:.4f} bits."]
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 
 

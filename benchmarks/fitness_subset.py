@@ -25,7 +25,7 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info, pinned
@@ -36,7 +36,7 @@ from dynhat.space.sampling import sample
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
+OUT = RESULTS / "fitness_subset.md"
 HEADING = "## How large a validation subset the fitness needs"
 
 
@@ -102,7 +102,7 @@ def main() -> None:
         lines.append(f"| {size} | {rho:.3f} (min {group[:, 0].min():.3f}) | {100 * conc:.1f} % | {regret:.4f} | "
                      f"{group[:, 3].max():.4f} | {secs:.3f} |")
     lines.append(f"| {len(valid.src)} (all) | 1 | 100 % | 0 | 0 | {full_s:.3f} |")
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -3,7 +3,7 @@
 Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
 the same settings (updates, tokens per update, schedule) as the SuperTransformer; its configuration is read from the
 checkpoint's settings. Both are scored the same way: sacreBLEU on test_2016_flickr (beam 4, length penalty 0.6)
-and validation loss on all of val. Writes a section of docs/search.md. With ``--results FILE`` each pair's scores
+and validation loss on all of val. Writes results/inherited_vs_scratch.md. With ``--results FILE`` each pair's scores
 are kept (keyed by both checkpoints' SHA-256), so runs as the from-scratch trainings finish add to one table.
 
     python benchmarks/inherited_vs_scratch.py runs/full/checkpoint_best.pt runs/scratch/smallest/checkpoint_best.pt
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
@@ -35,7 +35,7 @@ from dynhat.train.checkpoint import load_checkpoint
 from dynhat.translate.evaluate import evaluate, load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
+OUT = RESULTS / "inherited_vs_scratch.md"
 HEADING = "## Inherited against from-scratch SubTransformers"
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--recipe", default="`benchmarks/same-budget.yml`",
-                        help="the training settings, as the docs should name them")
+                        help="the training settings, as the results should name them")
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON of scores already computed (read, then written with this run's)")
     args = parser.parse_args()
@@ -102,7 +102,7 @@ def main() -> None:
         lines.append(f"| `{config.id}` | {config.decoder_layer_num} | {params / 1e6:.2f} M | {a:.2f} | {b:.2f} | "
                      f"{a - b:+.2f} ({(a / b - 1) * 100 if b else float('nan'):+.1f} %) | {r['inherited_loss']:.3f} "
                      f"| {r['scratch_loss']:.3f} |")
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 
 

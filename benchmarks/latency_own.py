@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.latency.collect import CollectSettings, collect, load_collection
 from dynhat.latency.measure import machine_info
 from dynhat.latency.predictor import EnsemblePredictor, HatPredictor
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "latency.md"
 DEFAULT_OUT = str(REPO / "runs" / "latency")
 
 
@@ -47,9 +46,8 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true",
                         help="every run right after one of the reference, each row corrected by its own")
     parser.add_argument("--out-dir", default=DEFAULT_OUT)
-    parser.add_argument("--heading", default=None,
-                        help="docs section (default '## Latency datasets of this machine: SPACE'); another machine's "
-                             "results go under their own heading")
+    parser.add_argument("--name", default=None,
+                        help="results/NAME.md to write (default latency_own_SPACE, with _paired for --paired)")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -82,11 +80,12 @@ def main() -> None:
 
     info = machine_info()
     lat = a.table("layer").total_ms
-    lines = [args.heading or f"## Latency datasets of this machine: {args.space}", "",
+    out_name = args.name or f"latency_own_{args.space}{'_paired' if args.paired else ''}"
+    lines = [f"## Latency datasets: {args.space}{', paired' if args.paired else ''}", "",
              f"Command: `python benchmarks/latency_own.py --space {args.space} --configs {args.configs} --repeat "
              f"{args.repeat} --runs {args.runs} --vocab {args.vocab}{'' if args.cpu is None else f' --cpu {args.cpu}'}"
              f"{'' if args.warmup == 5 else f' --warmup {args.warmup}'}{' --paired' if args.paired else ''}"
-             f"{'' if args.heading is None else f' --heading {args.heading!r}'}"
+             f"{'' if args.name is None else f' --name {args.name}'}"
              f"{'' if args.out_dir == DEFAULT_OUT else f' --out-dir {args.out_dir}'}`"
              f" ({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']},"
              " 1 thread).", "",
@@ -115,7 +114,7 @@ def main() -> None:
                       (f"drift-corrected, to A's reference level (x {level:.3f})", rel_dev)):
         lines.append(f"| {name} | {np.median(dev):.2f} % | {np.percentile(dev, 90):.2f} % | {max(dev):.2f} % |")
     section = "\n".join(lines) + "\n"
-    write_section(DOCS, lines[0], section, "# Latency")
+    write_result(RESULTS / f"{out_name}.md", section)
     print(section)
 
 

@@ -12,7 +12,7 @@ time. Analysis only: no predictor ever sees the position.
 Published table: HAT's WMT'14 En-De SubTransformers for the Xeon and the Raspberry Pi carry their measured
 latency in the file name; both predictors (fitted on the seed-0 train split of the matching CSV) predict them.
 
-    python benchmarks/latency_predictor_hat.py       # one thread; writes its section of docs/latency.md
+    python benchmarks/latency_predictor_hat.py       # one thread; writes results/latency_predictor_hat.md
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.latency.features import hat_derived_features
 from dynhat.latency.measure import machine_info
@@ -48,8 +48,6 @@ from dynhat.latency.table import LatencyTable, read_hat_csv
 from dynhat.space import SubTransformerConfig
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "latency.md"
-TITLE = "# Latency"
 SECTION = "## Predictors on HAT's published latency data"
 FILES = ("wmt14ende_cpu_raspberrypi_all.csv", "wmt14ende_cpu_xeon_all.csv", "wmt14ende_gpu_titanxp_all.csv",
          "iwslt14deen_gpu_titanxp_all.csv")
@@ -125,7 +123,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1 (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--hat-steps", type=int, default=5000, help="HAT predictor steps (HAT: 5000)")
-    parser.add_argument("--out", type=Path, default=DOCS, help="markdown file to update (default docs/latency.md)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latency_predictor_hat.md",
+                        help="markdown file to write (default results/latency_predictor_hat.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     command = " ".join(["python", "benchmarks/latency_predictor_hat.py", *sys.argv[1:]])
@@ -282,8 +281,7 @@ def main() -> None:
         lines.append(f"| **{device}: mean abs error** | | | {mae['hat']} | | {mae['ours']} | | {mae['huber']} |")
     section = "\n".join(lines) + "\n"
     print(section)
-    write_section(args.out, SECTION, section, TITLE)
-    print(f"wrote {args.out}")
+    write_result(args.out, section)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ the largest configuration: latency of encoding a 30-token sentence plus 30 greed
 protocol, inherited and dense measured *interleaved run by run* (so machine drift cancels in the ratio), then the
 time of ``set_config`` between two configurations. One thread pinned to one CPU.
 
-    python benchmarks/model_latency.py            # writes the table to docs/benchmarks.md
+    python benchmarks/model_latency.py            # writes the table to results/model_latency.md
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.latency.measure import machine_info, pinned, source_tokens, time_translation, trimmed_mean_std
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import SubTransformerConfig, largest, load_space, middle, smallest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+OUT = RESULTS / "model_latency.md"
 SECTION = "## Inherited SubTransformer vs extracted dense model, and switching"
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="timed runs for the CPU-scale space (HAT: 300)")
     parser.add_argument("--wmt-runs", type=int, default=60, help="timed runs for the WMT space (large, slow)")
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not write results/model_latency.md")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows, switches = [], []
@@ -92,7 +92,7 @@ def main() -> None:
     table = render(rows, switches, args)
     print(table)
     if not args.no_write:
-        write_section(DOCS, SECTION, table, title="# Benchmarks")
+        write_result(OUT, table)
 
 
 def render(rows: list[tuple], switches: list[tuple], args: argparse.Namespace) -> str:

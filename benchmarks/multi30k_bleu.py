@@ -1,7 +1,7 @@
 """BLEU on Multi30k test_2016_flickr (en->de) and validation loss of five SubTransformers of one trained checkpoint.
 
 Smallest, largest, and three in between (the largest with 2 and with 4 decoder layers, and the middle of every
-choice list), beam 4, length penalty 0.6. Writes a section of docs/training.md.
+choice list), beam 4, length penalty 0.6. Writes results/NAME.md (default multi30k_bleu).
 
     python benchmarks/multi30k_bleu.py runs/multi30k-1h/checkpoint_best.pt
 """
@@ -23,16 +23,16 @@ from dynhat.train.checkpoint import load_checkpoint
 from dynhat.translate.evaluate import evaluate, load_trained
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+HEADING = "## BLEU of SubTransformers inherited from the SuperTransformer"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--section", default="## BLEU of SubTransformers inherited from the SuperTransformer")
+    parser.add_argument("--name", default="multi30k_bleu", help="results/NAME.md to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, vocab = load_trained(args.checkpoint)
@@ -60,7 +60,7 @@ def main() -> None:
         rows.append((label, config, params, result))
         print(f"{label}: {result.bleu.sacrebleu:.2f} / {result.bleu.multi30k:.2f}", file=sys.stderr)
     lines = [
-        args.section, "",
+        HEADING, "",
         f"Command: `python benchmarks/multi30k_bleu.py {args.checkpoint}` — checkpoint after update "
         f"{state['update']} ({state['elapsed_s'] / 60:.0f} min of training on this 2-core machine). "
         "Beam 4, length penalty 0.6, test_2016_flickr (1,000 sentences), validation loss on val (1,014) in bits "
@@ -74,7 +74,7 @@ def main() -> None:
     lines += ["", f"sacreBLEU signature: `{rows[0][3].bleu.signature}`", ""]
     section = "\n".join(lines)
     print(section)
-    write_section(DOCS, args.section, section, title="# Training on Multi30k")
+    write_result(RESULTS / f"{args.name}.md", section)
 
 
 if __name__ == "__main__":

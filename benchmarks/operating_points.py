@@ -1,7 +1,7 @@
 """Operating points of this machine (the paper's Table II and Fig. 3): search, verify, tabulate, plot.
 
 Runs `search_operating_points` (NSGA-II front, then one point per constraint, each measured on the device and
-scored on the test set), writes the library, a table in docs/search.md and `docs/operating_points.png`: test BLEU
+scored on the test set), writes the library, results/operating_points.md and results/operating_points.png: test BLEU
 against measured latency for the points, beside the searched front (validation loss against predicted latency).
 
     python benchmarks/operating_points.py runs/main/checkpoint_best.pt runs/latency/predictor.pt --cpu 1
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.io import atomic_write
@@ -30,8 +30,8 @@ from dynhat.space.sampling import largest, smallest
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
-HEADING = "## Operating points of this machine"
+OUT = RESULTS / "operating_points.md"
+HEADING = "## Operating points"
 
 
 def main() -> None:
@@ -82,8 +82,8 @@ def main() -> None:
                      f"{o['measured_ms']:.1f} ms (predicted {o['predicted_ms']:.1f}); searched again with margin "
                      f"{o['margin']:.2f}.")
     lines += ["", "![BLEU against measured latency](operating_points.png)", ""]
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
-    plot(report.front, points, REPO / "docs" / "operating_points.png")
+    write_result(OUT, "\n".join(lines))
+    plot(report.front, points, RESULTS / "operating_points.png")
     print("\n".join(lines))
 
 

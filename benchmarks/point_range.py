@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info, measure_latency, pinned
@@ -35,7 +35,7 @@ from dynhat.translate.search import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
 from dynhat.translate.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "runtime.md"
+OUT = RESULTS / "point_range.md"
 HEADING = "## The operating points' real range"
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=100, help="first N sentences of Multi30k val")
     parser.add_argument("--runs", type=int, default=50, help="protocol runs per point (HAT: 300)")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: no pinning)")
-    parser.add_argument("--docs", type=Path, default=DOCS)
+    parser.add_argument("--out", type=Path, default=OUT, help="markdown file to write")
     args = parser.parse_args()
     model, vocab = load_trained(args.checkpoint)
     model.eval()
@@ -105,7 +105,7 @@ def write_docs(args: argparse.Namespace, rows: list[dict]) -> None:
     lines += ["", f"Best point / fastest point: protocol {best['protocol'] / fast['protocol']:.2f}x, per decoder "
               f"step {best['step'] / fast['step']:.2f}x, real translations {best['real'] / fast['real']:.2f}x "
               f"(output tokens {fast['steps'] / best['steps']:.2f}x as many on the fastest point).", ""]
-    write_section(args.docs, HEADING, "\n".join(lines), "# Runtime")
+    write_result(args.out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ different spaces are compared at the speed their probes really have. It writes `
 ``curves.png`` (validation loss of each probe against CPU minutes) to ``--out-dir``.
 
     taskset -c 0 python -m dynhat train --config benchmarks/recipes/sandwich.yml --run-dir runs/study/sandwich
-    python benchmarks/recipe_study.py runs/study/progressive runs/study/sandwich --out-dir runs/study/report
+    python benchmarks/recipe_study.py runs/study/progressive runs/study/sandwich --out-dir results/recipe_study
 
 Each run's scores are kept in its directory (``probe_scores.json``), so two processes may score half the runs
 each and a last call tabulates them all without scoring again.
@@ -124,7 +124,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories, one per recipe")
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/study/report"))
+    parser.add_argument("--out-dir", type=Path, default=REPO / "results" / "recipe_study")
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--latency-runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="threads for translating the test set")

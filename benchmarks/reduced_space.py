@@ -3,7 +3,7 @@
 Both SuperTransformers were trained with the same budget (updates, tokens per update, schedule); the reduced one on
 the space that `dynhat reduce` wrote from the original's operating points. Each is searched here for the same latency
 constraints with the same search settings and the same latency predictor, every point is measured on the device and
-scored on the test set, and the two are compared at each constraint. Writes a section of docs/search.md.
+scored on the test set, and the two are compared at each constraint. Writes results/reduced_space.md.
 
     python benchmarks/reduced_space.py runs/full/checkpoint_best.pt runs/reduced/checkpoint_best.pt \\
         runs/main/latency_predictor.pt --family runs/main/operating_points.yml --cpu 1
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info
@@ -35,8 +35,8 @@ from dynhat.train.checkpoint import load_checkpoint
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
-HEADING = "## Design-space reduction on this machine"
+OUT = RESULTS / "reduced_space.md"
+HEADING = "## Design-space reduction"
 
 
 def _budget(checkpoint: str) -> str:
@@ -139,7 +139,7 @@ def main() -> None:
         for o in report.overshoots:
             lines.append(f"Over its constraint ({name}): `{o['id']}` at {o['constraint_ms']:g} ms measured "
                          f"{o['measured_ms']:.1f} ms (predicted {o['predicted_ms']:.1f}); searched again.\n")
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,9 +1,9 @@
-"""The scenario experiment for docs/runtime.md: dynamic translator vs every static operating point, in one run.
+"""The scenario experiment of docs/runtime.md: dynamic translator vs every static operating point, in one run.
 
     python benchmarks/scenario.py runs/main/checkpoint_best.pt runs/points.yml
 
-Writes the run's files to runs/scenario/, its table and the targets' check to docs/runtime.md and the timeline to
-docs/scenario_timeline.png.
+Writes the run's files to runs/scenario/, its table and the targets' check to results/NAME.md and the timeline to
+results/NAME_timeline.png (NAME: --name, default scenario).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info
@@ -34,8 +34,6 @@ from dynhat.search.points import PointLibrary
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "runtime.md"
-HEADING = "## Scenario results on this machine"
 
 
 def main() -> None:
@@ -44,8 +42,7 @@ def main() -> None:
     parser.add_argument("points")
     parser.add_argument("--scenario", default=None)
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "scenario"))
-    parser.add_argument("--section", default=HEADING, help="docs/runtime.md section to write")
-    parser.add_argument("--png", default="scenario_timeline.png", help="timeline file name under docs/")
+    parser.add_argument("--name", default="scenario", help="results/NAME.md and results/NAME_timeline.png")
     args = parser.parse_args()
     scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
     model, vocab = load_trained(args.checkpoint)
@@ -57,7 +54,8 @@ def main() -> None:
                                        calibration_sentences=valid.src[:16])
     experiment = run_experiment(translator, scenario, test.src, test.tgt)
     write_experiment(experiment, args.out_dir)
-    plot_timeline(experiment.runs, REPO / "docs" / args.png)
+    png = f"{args.name}_timeline.png"
+    plot_timeline(experiment.runs, RESULTS / png)
 
     totals = {label: overall(reports) for label, reports in experiment.runs.items()}
     dynamic = totals["dynamic"]
@@ -86,12 +84,10 @@ def main() -> None:
     ]
     info = machine_info()
     extra = [f"--scenario {args.scenario}"] if args.scenario else []
-    if args.section != HEADING:
-        extra.append(f"--section '{args.section}'")
-    if args.png != "scenario_timeline.png":
-        extra.append(f"--png {args.png}")
+    if args.name != "scenario":
+        extra.append(f"--name {args.name}")
     command = " ".join(["python benchmarks/scenario.py", args.checkpoint, args.points, *extra])
-    lines = [args.section, "", f"Command: `{command}` "
+    lines = [f"## Scenario: {args.scenario or 'the shipped scenario'}", "", f"Command: `{command}` "
              f"({datetime.date.today()}, {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']}); "
              f"scenario `{args.scenario or 'src/dynhat/configs/scenario.yml'}`, {len(translator.points)} operating "
              f"points, {sum(p.sentences for p in scenario.phases)} test_2016_flickr sentences per run; each point "
@@ -104,8 +100,8 @@ def main() -> None:
               markdown_table([r for r in experiment.table() if r["run"] in ("dynamic", FIXED_THREADS, best_label)
                               and r["phase"] != "overall"]), "",
               markdown_table([r for r in experiment.table() if r["phase"] == "overall"]), "",
-              f"![timeline]({args.png})", ""]
-    write_section(DOCS, args.section, "\n".join(lines) + "\n", "# Runtime")
+              f"![timeline]({png})", ""]
+    write_result(RESULTS / f"{args.name}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

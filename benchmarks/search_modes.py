@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info, pinned
@@ -40,7 +40,7 @@ from dynhat.space.sampling import largest, middle, smallest
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
+OUT = RESULTS / "search_modes.md"
 HEADING = "## Search cost and the two search modes"
 
 
@@ -137,7 +137,7 @@ def main() -> None:
         lines.append(f"| {c:g} | {e.loss:.4f} | {e.latency_ms:.1f} | "
                      + (f"{p.loss:.4f} | {p.latency_ms:.1f} |" if p else "none | |"))
     section = "\n".join(lines) + "\n"
-    write_section(DOCS, HEADING, section, "# Search")
+    write_result(OUT, section)
     print(section)
 
 

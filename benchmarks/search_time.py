@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info
@@ -34,7 +34,7 @@ from dynhat.space.sampling import largest, smallest
 from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "search.md"
+OUT = RESULTS / "search_time.md"
 HEADING = "## Search time with HAT's settings"
 
 
@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=30, help="HAT: 30 (fewer only to try the script)")
     parser.add_argument("--label", default=None, help="row label in the docs table (default: the settings)")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="markdown file to update (default docs/search.md)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="markdown file to update (default results/search_time.md; earlier settings' rows kept)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, vocab = load_trained(args.checkpoint)
@@ -76,7 +77,7 @@ def main() -> None:
                f"{args.valid_sentences} --workers {args.workers} --precision {args.precision}"
                + (f" --patience {args.patience}" if args.patience else "")
                + (f" --iterations {args.iterations}" if args.iterations != 30 else "") + f"` ({datetime.date.today()})")
-    text = args.docs.read_text(encoding="utf-8") if args.docs.exists() else ""
+    text = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     rows: list[str] = []
     if HEADING in text:  # keep the rows of earlier settings, replace this one's
         section = text.split(HEADING, 1)[1].split("\n## ", 1)[0]
@@ -96,7 +97,7 @@ def main() -> None:
              "| settings | evaluations | cache hits | iterations | search time | winners' loss on all of val |",
              "| --- | --- | --- | --- | --- | --- |", *rows, row, "", "Commands:", "", *commands,
              f"- {command}"]
-    write_section(args.docs, HEADING, "\n".join(lines) + "\n", "# Search")
+    write_result(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,8 +1,8 @@
 """Why the runtime sizes its thread count from the free cores: latency at 1..N threads under competing busy processes.
 
 Translates the same test sentences with the smallest and the largest SubTransformer of a checkpoint at each thread
-count, while 0..N busy processes (the scenario's background load) run on the same CPUs. Writes a section of
-docs/runtime.md. Needs an otherwise idle machine.
+count, while 0..N busy processes (the scenario's background load) run on the same CPUs. Writes
+results/thread_contention.md. Needs an otherwise idle machine.
 
     python benchmarks/thread_contention.py runs/full/checkpoint_best.pt
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.latency.measure import machine_info
@@ -30,7 +30,7 @@ from dynhat.translate.evaluate import load_trained
 from dynhat.translate.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs" / "runtime.md"
+OUT = RESULTS / "thread_contention.md"
 HEADING = "## Threads against competing load"
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     for name, load, medians in rows:
         cells = " | ".join(f"{m:.1f} ({x:.1f})" for m, x in medians.values())
         lines.append(f"| {name} | {load} | {cells} |")
-    write_section(DOCS, HEADING, "\n".join(lines) + "\n", "# Runtime")
+    write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 
 

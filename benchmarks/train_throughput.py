@@ -6,7 +6,7 @@ interleaved so machine drift cancels. Three ways of training, target tokens per 
 - elastic largest: the SuperTransformer with the largest SubTransformer active (the elastic machinery's overhead);
 - uniform sampling: the SuperTransformer as it is really trained (HAT: a random SubTransformer per update).
 
-    python benchmarks/train_throughput.py        # writes a section of docs/training.md
+    python benchmarks/train_throughput.py        # writes results/train_throughput.md
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_section import write_section
+from results_file import RESULTS, write_result
 
 from dynhat.data.batching import TokenBatcher
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
@@ -32,7 +32,7 @@ from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import largest, load_space, sample
 from dynhat.train.loss import label_smoothed_nll
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+OUT = RESULTS / "train_throughput.md"
 SECTION = "## Training throughput: SuperTransformer vs dense"
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     lines += ["", "Target: SuperTransformer (largest active) / dense ≥ 0.9.", ""]
     section = "\n".join(lines)
     print(section)
-    write_section(DOCS, SECTION, section, title="# Training on Multi30k")
+    write_result(OUT, section)
 
 
 if __name__ == "__main__":
