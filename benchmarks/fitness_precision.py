@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.space.sampling import largest, sample, smallest
-from dynhat.translate.evaluate import load_trained
 
 OUT = RESULTS / "fitness_precision.md"
 HEADING = "## Fitness precision: float32 and bfloat16"

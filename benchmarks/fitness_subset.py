@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info, pinned
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.fitness import LossFitness, validation_subset
-from dynhat.search.run import predictor_latency
+from dynhat.search.operating_points import predictor_latency
 from dynhat.space.sampling import sample
-from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "fitness_subset.md"
@@ -66,7 +66,7 @@ def main() -> None:
     latency = predictor_latency(LatencyPredictor.load(args.predictor))
     lat = np.array([latency(c) for c in configs])
     quartile = np.searchsorted(np.quantile(lat, [0.25, 0.5, 0.75]), lat)
-    with pinned(1):
+    with pinned(None, 1):
         full_fitness = LossFitness(model, vocab, valid, precision=args.precision)
         full, full_s = losses(full_fitness, configs)
         rows = []

@@ -26,13 +26,13 @@ from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
+from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.inference.measure import machine_info
+from dynhat.inference.points import file_sha256
 from dynhat.io import atomic_write_text
-from dynhat.latency.measure import machine_info
-from dynhat.search.points import file_sha256
+from dynhat.recipes.evaluate import evaluate
 from dynhat.space import SubTransformerConfig
 from dynhat.space.cost import count_params
-from dynhat.train.checkpoint import load_checkpoint
-from dynhat.translate.evaluate import evaluate, load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "inherited_vs_scratch.md"

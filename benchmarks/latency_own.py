@@ -25,9 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
-from dynhat.latency.collect import CollectSettings, collect, load_collection
-from dynhat.latency.measure import machine_info
-from dynhat.latency.predictor import EnsemblePredictor, HatPredictor
+from dynhat.inference.measure import machine_info
+from dynhat.latency.collect import CollectSettings, collect
+from dynhat.latency.dataset import load_collection
+from dynhat.latency.ensemble import EnsemblePredictor
+from dynhat.latency.hat_predictor import HatPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = str(REPO / "runs" / "latency")

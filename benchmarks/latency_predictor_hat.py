@@ -33,17 +33,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
+from dynhat.inference.measure import machine_info
+from dynhat.latency.ensemble import EnsemblePredictor
 from dynhat.latency.features import hat_derived_features
-from dynhat.latency.measure import machine_info
-from dynhat.latency.predictor import (
-    HAT_LAT_NORM,
-    EnsemblePredictor,
-    HatPredictor,
-    LatencyPredictor,
-    Metrics,
-    device_from_name,
-    metrics,
-)
+from dynhat.latency.hat_predictor import HatPredictor
+from dynhat.latency.predictor import HAT_LAT_NORM, LatencyPredictor, Metrics, device_from_name, metrics
 from dynhat.latency.table import LatencyTable, read_hat_csv
 from dynhat.space import SubTransformerConfig
 

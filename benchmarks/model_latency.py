@@ -24,7 +24,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
-from dynhat.latency.measure import machine_info, pinned, source_tokens, time_translation, trimmed_mean_std
+from dynhat.inference.measure import machine_info, pinned, source_tokens, time_translation, trimmed_mean_std
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import SubTransformerConfig, largest, load_space, middle, smallest
 
@@ -80,7 +80,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows, switches = [], []
     jobs = [("hat-wmt14-en-de", 32768, args.wmt_runs), ("multi30k-cpu", 8000, args.runs)]
-    with pinned(1, [args.cpu]):
+    with pinned([args.cpu], 1):
         for name, vocab, runs in jobs:
             space = load_space(name)
             model = SuperTransformer(space, ModelSettings(vocab_size=vocab)).eval()

@@ -17,10 +17,10 @@ import torch
 from tqdm import tqdm
 
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
+from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.recipes.evaluate import evaluate
 from dynhat.space import largest, middle, smallest
 from dynhat.space.cost import count_params
-from dynhat.train.checkpoint import load_checkpoint
-from dynhat.translate.evaluate import evaluate, load_trained
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result

@@ -21,13 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info
 from dynhat.io import atomic_write
-from dynhat.latency.measure import machine_info
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings
-from dynhat.search.run import SearchSettings, predictor_latency, search_operating_points
-from dynhat.space.sampling import largest, smallest
-from dynhat.translate.evaluate import load_trained
+from dynhat.search.operating_points import SearchSettings, constraints_between, search_operating_points
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "operating_points.md"
@@ -50,14 +49,9 @@ def main() -> None:
     torch.set_num_threads(1)
     model, vocab = load_trained(args.checkpoint)
     predictor = LatencyPredictor.load(args.predictor)
-    latency = predictor_latency(predictor)
-    lo, hi = latency(smallest(model.space)), latency(largest(model.space))
     n = args.points
-    constraints = tuple(round(lo * 1.05 + (hi - lo * 1.05) * i / (n - 1), 1) for i in range(n))
-    parents = max(2, args.population // 5)
-    children = args.population - parents
-    evolution = EvolutionSettings(args.population, parents, children // 2, children - children // 2,
-                                  iterations=args.generations)
+    constraints = constraints_between(predictor, model.space, n)
+    evolution = EvolutionSettings.for_population(args.population, iterations=args.generations)
     root = shared_data_dir() / "multi30k"
     settings = SearchSettings(constraints, "pareto", args.valid_sentences, evolution=evolution, verify_runs=100)
     report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),

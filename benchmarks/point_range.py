@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info, measure_latency, pinned
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info, measure_latency, pinned
+from dynhat.inference.points import PointLibrary
 from dynhat.runtime.dynamic import CALIBRATION_TOKENS, PointCost
-from dynhat.search.points import PointLibrary
-from dynhat.translate.evaluate import load_trained
-from dynhat.translate.search import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
+from dynhat.translate.beam import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
 from dynhat.translate.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def main() -> None:
                                    runs=args.runs, warmup=5, beam=point.beam, cpus=cpus)
         translator = Translator(model, vocab, point.config, beam=point.beam)
         times, src_len, out_len = [], [], []
-        with pinned(1, cpus):
+        with pinned(cpus, 1):
             # an untimed pass first: the first sentence of each new length is slow in a fresh process (the
             # first point measured came out ~1.5x slower with five warm-up sentences)
             translator.translate(sentences)

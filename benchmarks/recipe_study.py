@@ -34,13 +34,13 @@ import torch
 from tqdm import tqdm
 
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
+from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.inference.measure import machine_info, measure_latency, pinned
+from dynhat.inference.points import file_sha256
 from dynhat.io import atomic_write_text
-from dynhat.latency.measure import machine_info, measure_latency, pinned
-from dynhat.search.points import file_sha256
+from dynhat.recipes.evaluate import evaluate
 from dynhat.space import DesignSpace, ladder
 from dynhat.space.cost import count_params
-from dynhat.train.checkpoint import load_checkpoint
-from dynhat.translate.evaluate import evaluate, load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def study_run(run_dir: Path, test: Any, beam: int, latency_runs: int, threads: i
         atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
     model, _ = load_trained(path)
     for row, probe in zip(result["probes"], ladder(model.space, len(result["probes"])), strict=True):
-        with pinned(1):
+        with pinned(None, 1):
             row["latency_ms"] = measure_latency(model, probe, runs=latency_runs, warmup=5, beam=beam).total_ms
     return result
 
@@ -82,7 +82,7 @@ def score_run(run_dir: Path, path: Path, test: Any, beam: int, threads: int) -> 
     curves = probe_curves(run_dir)
     rows = []
     for i, probe in enumerate(tqdm(probes, desc=run_dir.name, leave=False)):
-        with pinned(threads):
+        with pinned(None, threads):
             result = evaluate(model, vocab, probe, test, beam=beam)
         rows.append({"probe": i, "config": probe.id, "params": count_params(probe, space, len(vocab)).non_embedding,
                      "valid_loss": curves[i][-1][1], "bleu": result.bleu.sacrebleu,

@@ -24,15 +24,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info
+from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.inference.measure import machine_info
+from dynhat.inference.points import PointLibrary
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings
-from dynhat.search.points import PointLibrary
+from dynhat.search.operating_points import SearchReport, SearchSettings, predictor_latency, search_operating_points
 from dynhat.search.reduce import usage
-from dynhat.search.run import SearchReport, SearchSettings, predictor_latency, search_operating_points
 from dynhat.space.sampling import largest, smallest
-from dynhat.train.checkpoint import load_checkpoint
-from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "reduced_space.md"
@@ -92,10 +91,7 @@ def main() -> None:
     hi = min(latency(largest(full_space)), latency(largest(reduced_space)))
     n = args.points
     constraints = tuple(round(lo + (hi - lo) * i / max(1, n - 1), 1) for i in range(n))
-    parents = max(2, args.population // 5)
-    children = args.population - parents
-    evolution = EvolutionSettings(args.population, parents, children // 2, children - children // 2,
-                                  iterations=args.generations)
+    evolution = EvolutionSettings.for_population(args.population, iterations=args.generations)
     settings = SearchSettings(constraints, "pareto", args.valid_sentences, evolution=evolution,
                               verify_runs=args.verify_runs)
     reports = {name: _search(ckpt, predictor, constraints, settings, out / f"{name}.yml")

@@ -17,21 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info
-from dynhat.runtime.dynamic import DynamicTranslator
-from dynhat.runtime.scenario import (
-    FIXED_THREADS,
-    Scenario,
-    default_scenario_path,
-    markdown_table,
-    overall,
-    plot_timeline,
-    resources,
-    run_experiment,
-    write_experiment,
-)
-from dynhat.search.points import PointLibrary
-from dynhat.translate.evaluate import load_trained
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info
+from dynhat.inference.points import PointLibrary
+from dynhat.recipes.scenario import best_static_label, check_targets, scenario_experiment
+from dynhat.runtime.experiment import FIXED_THREADS
+from dynhat.runtime.report import markdown_table, plot_timeline, write_experiment
+from dynhat.runtime.scenario import Scenario, default_scenario_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,39 +41,12 @@ def main() -> None:
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
     root = shared_data_dir() / "multi30k"
     test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
-    with resources(None, scenario.threads):  # calibrated on validation sentences, never on the test stream
-        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=20,
-                                       calibration_sentences=valid.src[:16])
-    experiment = run_experiment(translator, scenario, test.src, test.tgt)
+    translator, experiment = scenario_experiment(model, vocab, library, scenario, test, valid, calibrate_runs=20)
     write_experiment(experiment, args.out_dir)
     png = f"{args.name}_timeline.png"
     plot_timeline(experiment.runs, RESULTS / png)
-
-    totals = {label: overall(reports) for label, reports in experiment.runs.items()}
-    dynamic = totals["dynamic"]
-    statics = {k: v for k, v in totals.items() if k.startswith("static ")}
-    best_label = f"static {translator.points[translator.quality_rank.index(0)].id}"
-    always = [k for k, v in statics.items() if v["within_pct"] >= 95.0]
-    # when no static point stays within budget, the dynamic translator is compared with the most reliable one
-    safe_label = (max(always, key=lambda k: statics[k]["bleu"]) if always
-                  else max(statics, key=lambda k: (statics[k]["within_pct"], statics[k]["bleu"])))
-    safe = statics[safe_label]
-    switch_p99 = dynamic["switch_p99_ms"]
-    checks = [
-        ("dynamic within budget ≥ 95 % of sentences", f"{dynamic['within_pct']} %", dynamic["within_pct"] >= 95),
-        ("best static point (at full resources) below 60 %", f"{statics[best_label]['within_pct']} %",
-         statics[best_label]["within_pct"] < 60),
-        ("dynamic BLEU above the best static point that is always (≥ 95 %) within budget"
-         + ("" if always else "; none is, so the most reliable static point, which the dynamic translator must "
-            "also beat on within-budget share"),
-         f"{dynamic['bleu']} vs {safe['bleu']} (`{safe_label.removeprefix('static ')}`, {safe['within_pct']} % "
-         "within)",
-         dynamic["bleu"] > safe["bleu"] and (bool(always) or dynamic["within_pct"] > safe["within_pct"])),
-        ("switch time p99 ≤ 1 ms", f"{switch_p99} ms" if switch_p99 is not None else "no switch",
-         switch_p99 is not None and switch_p99 <= 1.0),
-        ("adaptation after a change within 3 sentences", f"{dynamic['max_adapt_sentences']} sentences (worst phase)",
-         dynamic["max_adapt_sentences"] <= 3),
-    ]
+    best_label = best_static_label(translator)
+    checks = check_targets(experiment, translator)
     info = machine_info()
     extra = [f"--scenario {args.scenario}"] if args.scenario else []
     if args.name != "scenario":

@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info, pinned
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings, evolve, fastest_latency
 from dynhat.search.fitness import LossFitness, validation_subset
+from dynhat.search.operating_points import predictor_latency
 from dynhat.search.pareto import pareto_search, pick
-from dynhat.search.run import predictor_latency
 from dynhat.space.cost import count_macs
 from dynhat.space.sampling import largest, middle, smallest
-from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "search_modes.md"
@@ -81,7 +81,7 @@ def main() -> None:
              f"{args.iterations}{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
              f"{machine_info()['cpu']}, 1 thread). Constraints (predicted ms): "
              f"{', '.join(f'{c:g}' for c in constraints)}.", ""]
-    with pinned(1):
+    with pinned(None, 1):
         fitness = LossFitness(model, vocab, valid)
         unit = {}
         for name, config in (("smallest", smallest(space)), ("middle", middle(space)), ("largest", largest(space))):
@@ -111,10 +111,7 @@ def main() -> None:
                             ("one cache shared by the 6 constraints", len(stand_in.seen))):
             lines.append(f"| {name} | {count:,} | {count * per_eval / 60:.0f} min |")
 
-        parents = max(2, args.population // 5)
-        children = args.population - parents
-        budget = EvolutionSettings(args.population, parents, children // 2, children - children // 2,
-                                   iterations=args.iterations)
+        budget = EvolutionSettings.for_population(args.population, iterations=args.iterations)
         fitness.cache.clear()
         fitness.evaluations = fitness.lookups = 0
         start = time.perf_counter()

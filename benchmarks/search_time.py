@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings, evolve, fastest_latency
 from dynhat.search.fitness import LossFitness, validation_subset
-from dynhat.search.run import predictor_latency
+from dynhat.search.operating_points import predictor_latency
 from dynhat.space.sampling import largest, smallest
-from dynhat.translate.evaluate import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "search_time.md"

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
-from dynhat.latency.measure import machine_info
-from dynhat.runtime.scenario import background_load
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.measure import machine_info
+from dynhat.runtime.load import background_load
 from dynhat.space.sampling import largest, smallest
-from dynhat.translate.evaluate import load_trained
 from dynhat.translate.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]

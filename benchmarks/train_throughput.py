@@ -27,7 +27,7 @@ from results_file import RESULTS, write_result
 from dynhat.data.batching import TokenBatcher
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
 from dynhat.data.vocab import Vocabulary
-from dynhat.latency.measure import machine_info
+from dynhat.inference.measure import machine_info
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import largest, load_space, sample
 from dynhat.train.loss import label_smoothed_nll

@@ -20,12 +20,17 @@ from dynhat.errors import ConfigError, DataError
 from dynhat.hat import FairseqDictionary, HatCheckpoint, HatVocabulary, load_hat_checkpoint, save_hat_checkpoint
 from dynhat.hat.checkpoint import hat_args, hat_state_dict, read_hat_file
 from dynhat.hat.dictionary import SPECIALS
+from dynhat.inference.checkpoint import (
+    load_checkpoint,
+    load_trained,
+    save_checkpoint,
+    vocab_fields,
+    vocab_from_checkpoint,
+)
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, smallest
-from dynhat.train.checkpoint import load_checkpoint, save_checkpoint
-from dynhat.train.run import build_trainer, vocab_fields, vocab_from_checkpoint
+from dynhat.train.prepare import build_trainer
 from dynhat.train.settings import TrainSettings
-from dynhat.translate.evaluate import load_trained
 
 CONFIGS = ("largest", "smallest", "mix_a", "mix_b", "mix_c", "mix_d")
 ATOL = 1e-5

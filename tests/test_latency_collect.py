@@ -22,13 +22,12 @@ from dynhat.latency.collect import (
     CollectSettings,
     Row,
     collect,
-    drift_of,
-    load_collection,
     planned_configs,
     read_rows,
 )
+from dynhat.latency.dataset import drift_of, load_collection
+from dynhat.latency.ensemble import EnsemblePredictor
 from dynhat.latency.features import layer_feature_names
-from dynhat.latency.predictor import EnsemblePredictor
 from dynhat.model.supertransformer import ModelSettings, SuperTransformer
 from dynhat.space import load_space
 from dynhat.space.sampling import middle

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers.toy_train import TOY_SPACE
 
-from dynhat.latency.measure import measure_latency, pinned, trimmed_mean_std
+from dynhat.inference.measure import measure_latency, pinned, trimmed_mean_std
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import DesignSpace, smallest
 
@@ -45,6 +45,6 @@ def test_dense_model_measures_too() -> None:
 
 def test_pinned_restores_threads() -> None:
     before = torch.get_num_threads()
-    with pinned(1):
+    with pinned(None, 1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before

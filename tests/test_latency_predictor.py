@@ -8,6 +8,7 @@ import torch
 
 from dynhat.cli import main
 from dynhat.errors import ConfigError, DataError
+from dynhat.latency.ensemble import EnsemblePredictor
 from dynhat.latency.features import (
     HAT_DERIVED,
     HAT_FEATURES,
@@ -17,15 +18,8 @@ from dynhat.latency.features import (
     layer_features,
     layer_macs,
 )
-from dynhat.latency.predictor import (
-    EnsemblePredictor,
-    HatPredictor,
-    LatencyPredictor,
-    device_from_name,
-    load_predictor,
-    metrics,
-    round_lat_norm,
-)
+from dynhat.latency.hat_predictor import HatPredictor, round_lat_norm
+from dynhat.latency.predictor import LatencyPredictor, device_from_name, load_predictor, metrics
 from dynhat.latency.table import LatencyTable, write_hat_csv
 from dynhat.space import SubTransformerConfig, load_space, sample
 from dynhat.space.cost import count_macs

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dynhat.pipeline.run import run_pipeline
+from dynhat.inference.points import PointLibrary
 from dynhat.pipeline.settings import PipelineSettings
-from dynhat.search.points import PointLibrary
+from dynhat.pipeline.steps import run_pipeline
 
 
 @pytest.mark.shared_data

@@ -10,10 +10,10 @@ from helpers.toy_checkpoint import LINES, toy_checkpoint
 
 from dynhat.cli import main
 from dynhat.errors import DataError
-from dynhat.release import export_checkpoint, is_release, load_release
-from dynhat.search.points import file_sha256
+from dynhat.inference.checkpoint import load_trained
+from dynhat.inference.points import file_sha256
+from dynhat.inference.release import export_checkpoint, is_release, load_release
 from dynhat.space import largest, smallest
-from dynhat.translate.evaluate import load_trained
 
 
 def _outputs(model, config) -> torch.Tensor:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -20,8 +21,11 @@ from dynhat.runtime import (
     PointCost,
     SlowdownTracker,
 )
+from dynhat.runtime.controller import FixedPolicy
+from dynhat.runtime.experiment import FIXED_THREADS, run_experiment
+from dynhat.runtime.load import background_load
 from dynhat.runtime.monitor import FreeCores
-from dynhat.runtime.scenario import FIXED_THREADS, FixedPolicy, Phase, Scenario, background_load, run_experiment
+from dynhat.runtime.scenario import Phase, Scenario
 from dynhat.translate.translator import Translator
 
 COSTS = [PointCost(1.0, 1.0), PointCost(2.0, 2.0), PointCost(4.0, 4.0)]
@@ -245,6 +249,19 @@ def test_free_cores_sees_a_busy_process_on_this_processs_cpu() -> None:
     assert loaded < 0.4 < quiet - 0.2, (quiet, loaded)  # the busy process holds the one CPU
 
 
+class Instant:
+    """A point's translator that answers at once (the source back), so that a thread decision under test sees
+    the costs and readings the test scripts, not how long torch takes on a busy machine."""
+
+    def hypotheses(self, sources: list[str]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(tokens=[int(t) for t in s.split()]) for s in sources]
+
+
+def instant(dyn: DynamicTranslator) -> DynamicTranslator:
+    dyn.translators = [Instant() for _ in dyn.points]  # type: ignore[misc]
+    return dyn
+
+
 class Reading:
     """A settable free-core reading, to drive the thread decision through a script of machine states."""
 
@@ -263,7 +280,7 @@ def test_threads_follow_the_free_cores_with_hysteresis_and_reset_the_slowdown(tm
     # the thread count that was used look worse than the other (that choice is the next test's)
     one = [PointCost(1e3 * c.encoder_ms, 1e3 * c.decoder_ms) for c in COSTS]
     two = [PointCost(c.encoder_ms / 2, c.decoder_ms / 2) for c in one]  # 2 threads twice as fast when free
-    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs={1: one, 2: two}, threads=2)
+    dyn = instant(DynamicTranslator(model, vocab, library, 60_000.0, costs={1: one, 2: two}, threads=2))
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     reading = Reading(2.0)
@@ -296,11 +313,11 @@ def test_a_thread_count_found_slower_than_calibrated_loses_to_the_other(tmp_path
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     dyn.free_cores = Reading(2.0)  # type: ignore[assignment]
-    src = sentences(1)
-    assert dyn.translate_one(src[0]).threads == 2
+    tokens = len(sentences(1)[0].split())
+    assert dyn.choose(tokens, dyn.budget_ms)[2] == 2  # the decision alone: no translation's timing in it
     for _ in range(3):
         dyn.slowdowns[2].update(30.0, 10.0)  # but two threads run 3x slower than calibrated: 1.5x one thread
-    assert dyn.translate_one(src[0]).threads == 1
+    assert dyn.choose(tokens, dyn.budget_ms)[2] == 1
 
 
 def test_the_plan_covers_the_recent_scatter_as_time_not_as_a_ratio() -> None:

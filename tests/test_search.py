@@ -13,13 +13,13 @@ from helpers.toy_train import TOY_SPACE, VOCAB
 
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.errors import ConfigError, DataError, DynhatError
+from dynhat.inference.points import OperatingPoint, PointLibrary
+from dynhat.io import file_sha256
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.search import (
     EvolutionSettings,
     FrontPoint,
     LossFitness,
-    OperatingPoint,
-    PointLibrary,
     evolve,
     non_dominated,
     pareto_search,
@@ -167,8 +167,6 @@ def test_worker_processes_score_a_generation_as_one_process_does(toy) -> None:
 def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: DesignSpace) -> None:
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights")
-    from dynhat.search import file_sha256
-
     points = [OperatingPoint(largest(space), 200.0, 150.0, 3.2, 160.0, 30.1, 1000),
               OperatingPoint(smallest(space), 80.0, 60.0, 3.9, 61.0, 25.0, 500)]
     lib = PointLibrary(points, "multi30k-cpu", {"path": str(ckpt), "sha256": file_sha256(ckpt)},

@@ -13,8 +13,8 @@ import torch
 from helpers.toy_train import TOY_SPACE, make_trainer
 
 from dynhat.errors import ConfigError
+from dynhat.inference.checkpoint import load_checkpoint
 from dynhat.space import DesignSpace, ladder, largest, smallest
-from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.loss import distillation_loss, label_smoothed_nll
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings

@@ -7,8 +7,8 @@ import torch
 
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import load_space, sample
+from dynhat.translate.beam import beam_search
 from dynhat.translate.bleu import score, split_compounds
-from dynhat.translate.search import beam_search
 from dynhat.translate.translator import Translator
 
 SPACE = load_space("multi30k-cpu")

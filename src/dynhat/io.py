@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import IO, Any
 
 import yaml
 
-from dynhat.errors import ConfigError
+from dynhat.errors import ConfigError, DataError
 
 
 def _umask() -> int:
@@ -70,3 +71,26 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {' '.join(str(err).split())}", source=str(path)) from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file; of a release folder, its manifest's (which holds every file's)."""
+    if Path(path).is_dir():
+        path = Path(path) / "manifest.json"
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def read_text(path: str | Path, missing: str = "file not found", encoding: str = "utf-8") -> str:
+    """The text of ``path``; a missing or undecodable file is a ``DataError`` that names it (``missing`` says what
+    was not found)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {missing}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None

@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 
 from dynhat.data.vocab import Vocabulary
+from dynhat.inference.checkpoint import model_fields, save_checkpoint
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace
-from dynhat.train.checkpoint import save_checkpoint
-from dynhat.train.run import vocab_to_tensor
 from dynhat.train.settings import TrainSettings
 from helpers.toy_train import TOY_SPACE
 
@@ -22,7 +21,6 @@ def toy_checkpoint(path: Path, seed: int = 0) -> tuple[SuperTransformer, Vocabul
     vocab = Vocabulary.train(LINES * 5, 60)
     torch.manual_seed(seed)
     model = SuperTransformer(DesignSpace.from_dict(TOY_SPACE), ModelSettings(vocab_size=len(vocab)))
-    save_checkpoint(path, {"model": model.state_dict(), "space": model.space.to_dict(),
-                           "settings": TrainSettings().to_dict(), "vocab_size": len(vocab),
-                           "vocab": vocab_to_tensor(vocab), "state": {"update": 7, "elapsed_s": 36.0, "cpu_s": 30.0}})
+    save_checkpoint(path, {**model_fields(model, vocab, TrainSettings().to_dict()),
+                           "state": {"update": 7, "elapsed_s": 36.0, "cpu_s": 30.0}})
     return model.eval(), vocab

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model import ModelSettings, SuperTransformer
-from dynhat.search import OperatingPoint, PointLibrary
 from dynhat.space import load_space
 from dynhat.space.sampling import largest, middle, smallest
 from helpers.toy_train import TOY_SPACE, VOCAB
@@ -25,6 +25,9 @@ class IdVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(str(i) for i in ids)
+
+    def __len__(self) -> int:
+        return VOCAB
 
 
 def toy_parts(tmp_path: Path) -> tuple[SuperTransformer, IdVocab, PointLibrary]:

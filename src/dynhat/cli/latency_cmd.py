@@ -8,7 +8,6 @@ import dataclasses
 
 from dynhat.cli.args import integer, real
 from dynhat.latency.settings import CollectSettings
-from dynhat.latency.table import LatencyTable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,12 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _collect(args: argparse.Namespace) -> int:
     import contextlib
 
-    from dynhat.latency.collect import collect, load_collection
-    from dynhat.latency.measure import pinned
+    from dynhat.inference.measure import pinned
+    from dynhat.latency.collect import collect
+    from dynhat.latency.dataset import load_collection
 
     names = [f.name for f in dataclasses.fields(CollectSettings)]
     settings = CollectSettings(**{n: getattr(args, n) for n in names})
-    with pinned(settings.threads, args.cpu) if args.cpu else contextlib.nullcontext():
+    with pinned(args.cpu, settings.threads) if args.cpu else contextlib.nullcontext():
         collect(settings, args.out)
     collection = load_collection(args.out)
     drift = collection.drifts[0].summary()
@@ -91,32 +91,16 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_table(args: argparse.Namespace) -> tuple[LatencyTable, dict]:
-    """A table and its metadata (device, threads, space) from our collections or from one HAT-layout CSV."""
-    from dynhat.errors import DataError
-    from dynhat.latency.collect import load_collection, sidecar_path
-    from dynhat.latency.predictor import device_from_name
-    from dynhat.latency.table import read_hat_csv
-
-    if all(sidecar_path(p).exists() for p in args.csv):
-        collection = load_collection(args.csv)
-        metadata = collection.predictor_metadata(corrected=not args.raw)
-        if args.device:
-            metadata["device"] = args.device
-        return collection.table(args.features, corrected=not args.raw), metadata
-    if len(args.csv) > 1:
-        raise DataError("tables in HAT's layout carry no machine or thread count, so they are fitted one at a time")
-    device = args.device or device_from_name(args.csv[0]) or "unknown"
-    return read_hat_csv(args.csv[0]), {"device": device, "threads": args.threads, "space": args.space}
-
-
 def _fit(args: argparse.Namespace) -> int:
     from dynhat.errors import DataError
-    from dynhat.latency.predictor import EnsemblePredictor, HatPredictor
+    from dynhat.latency.dataset import read_latency_table
+    from dynhat.latency.ensemble import EnsemblePredictor
+    from dynhat.latency.hat_predictor import HatPredictor
 
     if args.huber is not None and args.method != "ours":
         raise DataError("--huber applies to --method ours only")
-    table, metadata = _read_table(args)
+    table, metadata = read_latency_table(args.csv, args.features, corrected=not args.raw, device=args.device,
+                                         threads=args.threads, space=args.space)
     device = metadata["device"]
     steps = {} if args.steps is None else {"steps": args.steps}
     if args.method == "hat":
@@ -135,7 +119,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from dynhat.latency.predictor import EnsemblePredictor, load_predictor
+    from dynhat.latency.ensemble import EnsemblePredictor
+    from dynhat.latency.predictor import load_predictor
     from dynhat.space import SubTransformerConfig, load_space
 
     predictor = load_predictor(args.predictor)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dynhat.release import export_checkpoint
+    from dynhat.inference.release import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.points, args.name)
     print(f"release written to {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")

@@ -23,20 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _scenario(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
-    from dynhat.runtime.dynamic import DynamicTranslator
-    from dynhat.runtime.scenario import Scenario, default_scenario_path, resources, run_experiment, write_experiment
-    from dynhat.search.points import PointLibrary
-    from dynhat.translate.evaluate import load_trained
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary
+    from dynhat.recipes.scenario import scenario_experiment
+    from dynhat.runtime.report import write_experiment
+    from dynhat.runtime.scenario import Scenario, default_scenario_path
 
     scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
-    with resources(None, scenario.threads):  # calibrate on validation sentences, never on the test stream
-        translator = DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=args.calibrate_runs,
-                                       calibration_sentences=valid.src[:16])
-    experiment = run_experiment(translator, scenario, test.src, test.tgt, static=not args.no_static)
-    table = write_experiment(experiment, args.out_dir)
-    print(table)
+    _, experiment = scenario_experiment(model, vocab, library, scenario, load_multi30k("test_2016_flickr", root),
+                                        load_multi30k("val", root), args.calibrate_runs, static=not args.no_static)
+    print(write_experiment(experiment, args.out_dir))
     return 0

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="of the fitness passes (auto: bfloat16 autocast where the CPU has it natively)")
     search.add_argument("--population", type=integer(2), default=125)
-    search.add_argument("--parents", type=integer(1), default=25)
+    search.add_argument("--parents", type=integer(1), default=None,
+                        help="of the population (default: a fifth, at least 2)")
     search.add_argument("--iterations", type=integer(1), default=30)
     search.add_argument("--patience", type=integer(1), default=None, help="stop after N iterations without improvement")
     search.add_argument("--verify-runs", type=integer(1), default=50, help="timed runs of each point's on-device check")
@@ -96,10 +97,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     reduce.add_argument("--out", required=True, help="reduced space YAML to write")
     reduce.add_argument("--name", default=None, help="name of the reduced space")
     reduce.set_defaults(func=_reduce)
+    _register_points(sub)
+
+
+def _register_points(sub: argparse._SubParsersAction) -> None:
+    actions = sub.add_parser("points", help="operating-point libraries").add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a point of another library (same checkpoint) to a library, verified "
+                                         "on this machine as the search verifies its points")
+    add.add_argument("checkpoint", help="the libraries' SuperTransformer checkpoint")
+    add.add_argument("library", help="operating-point library to extend")
+    add.add_argument("--source", required=True, help="library holding the point to add")
+    add.add_argument("--id", required=True, help="id of the point in --source")
+    add.add_argument("--predictor", required=True, help="the library's latency predictor (its predicted_ms)")
+    add.add_argument("--runs", type=integer(1), default=300, help="protocol runs of the latency check")
+    add.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
+    add.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    add.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    add.set_defaults(func=_points_add)
 
 
 def _reduce(args: argparse.Namespace) -> int:
-    from dynhat.search.points import PointLibrary
+    from dynhat.inference.points import PointLibrary
     from dynhat.search.reduce import reduce_space, usage
 
     libraries = [PointLibrary.load(p) for p in args.libraries]
@@ -131,10 +149,10 @@ def print_library(library: Any) -> None:
 
 def _variants(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary
     from dynhat.search.decoding import add_variants
-    from dynhat.search.points import PointLibrary
-    from dynhat.search.run import first_sentences
-    from dynhat.translate.evaluate import load_trained
+    from dynhat.search.operating_points import first_sentences
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
@@ -149,26 +167,22 @@ def _variants(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
-    from dynhat.latency.measure import pinned
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.measure import pinned
     from dynhat.latency.predictor import load_predictor
     from dynhat.search.evolution import EvolutionSettings
-    from dynhat.search.run import SearchSettings, search_operating_points
-    from dynhat.translate.evaluate import load_trained
+    from dynhat.search.operating_points import SearchSettings, search_operating_points
 
-    children = args.population - args.parents
-    evolution = EvolutionSettings(args.population, args.parents, children // 2, children - children // 2,
-                                  iterations=args.iterations, patience=args.patience, seed=args.seed)
+    evolution = EvolutionSettings.for_population(args.population, args.parents, iterations=args.iterations,
+                                                 patience=args.patience, seed=args.seed)
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
                               verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
                               threads=args.threads, variant_beams=args.variant_beams, precision=args.precision,
                               workers=args.workers)
     model, vocab = load_trained(args.checkpoint)
     predictor = load_predictor(args.predictor)
-    if predictor.metadata.get("threads") not in (None, args.threads):
-        raise ConfigError(f"the predictor was fitted on {predictor.metadata['threads']}-thread latencies, the search "
-                          f"runs with --threads {args.threads}", field="--threads")
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    with pinned(args.threads):
+    with pinned(None, args.threads):
         report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
                                          load_multi30k("test_2016_flickr", root), settings)
     report.library.save(args.out)
@@ -178,4 +192,26 @@ def _search(args: argparse.Namespace) -> int:
               f"(predicted {o['predicted_ms']:.2f}, margin {o['margin']:.2f}, attempt {o['attempt']})")
     print(f"{report.seconds:.0f} s, {report.evaluations} loss evaluations ({report.cache_hits} cache hits); "
           f"wrote {args.out}")
+    return 0
+
+
+def _points_add(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.measure import pinned
+    from dynhat.inference.points import PointLibrary
+    from dynhat.latency.predictor import load_predictor
+    from dynhat.recipes.points import add_point, find_point
+
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(args.library, checkpoint=args.checkpoint, space=model.space)
+    source = PointLibrary.load(args.source, checkpoint=args.checkpoint, space=model.space)
+    config = find_point(source, args.id, args.source).config
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    with pinned(None, library.threads):
+        point = add_point(library, config, model, vocab, load_predictor(args.predictor), load_multi30k("val", root),
+                          load_multi30k("test_2016_flickr", root), args.runs)
+    library.save(args.out)
+    print(f"{point.id}: measured {point.measured_ms:.1f} ms, predicted {point.predicted_ms:.1f} ms, valid loss "
+          f"{point.valid_loss:.4f}, BLEU {point.bleu}; wrote {args.out}")
     return 0

@@ -37,10 +37,10 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
 
     from dynhat.errors import ConfigError
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary
     from dynhat.runtime.dynamic import DynamicTranslator
     from dynhat.runtime.service import ServiceLimits, serve
-    from dynhat.search.points import PointLibrary
-    from dynhat.translate.evaluate import load_trained
 
     try:
         limits = ServiceLimits(max_body_bytes=args.max_body_kb * 1024, max_inflight=args.max_inflight,

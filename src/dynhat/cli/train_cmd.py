@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from dynhat.train.run import train_multi30k
+    from dynhat.train.prepare import train_multi30k
     from dynhat.train.settings import TrainSettings
     from dynhat.train.trainer import init_distributed
 

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from dynhat.translate.evaluate import load_trained, resolve_config
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.space import resolve_config
     from dynhat.translate.translator import Translator
 
     model, vocab = load_trained(args.checkpoint)
@@ -51,7 +52,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dynhat.data.corpus import read_parallel, write_lines
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.errors import ConfigError
-    from dynhat.translate.evaluate import evaluate, load_trained, resolve_config
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.recipes.evaluate import evaluate
+    from dynhat.space import resolve_config
 
     if (args.src is None) != (args.ref is None):
         raise ConfigError("--src and --ref go together: a source file and its line-aligned references")

@@ -5,8 +5,9 @@ Names are imported on first use, so ``dynhat data fetch`` does not pay for impor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dynhat.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from dynhat.data.batching import Batch, TokenBatcher, collate
@@ -22,38 +23,13 @@ if TYPE_CHECKING:
     from dynhat.data.fetch import FILES, SPLITS, default_cache_dir, fetch_multi30k, load_multi30k, shared_data_dir
     from dynhat.data.vocab import DEFAULT_VOCAB_SIZE, Vocabulary
 
-_EXPORTS = {
+__all__ = ["DEFAULT_VOCAB_SIZE", "FILES", "SPLITS", "Batch", "ParallelCorpus", "TokenBatcher", "Vocabulary", "collate",
+           "default_cache_dir", "fetch_multi30k", "load_multi30k", "read_lines", "read_parallel", "read_tsv",
+           "shared_data_dir", "write_lines", "write_parallel", "write_tsv"]
+__getattr__ = lazy_getattr(__name__, {
     "batching": ("Batch", "TokenBatcher", "collate"),
     "corpus": ("ParallelCorpus", "read_lines", "read_parallel", "read_tsv", "write_lines", "write_parallel",
                "write_tsv"),
     "fetch": ("FILES", "SPLITS", "default_cache_dir", "fetch_multi30k", "load_multi30k", "shared_data_dir"),
     "vocab": ("DEFAULT_VOCAB_SIZE", "Vocabulary"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = [
-    "DEFAULT_VOCAB_SIZE",
-    "FILES",
-    "SPLITS",
-    "Batch",
-    "ParallelCorpus",
-    "TokenBatcher",
-    "Vocabulary",
-    "collate",
-    "default_cache_dir",
-    "fetch_multi30k",
-    "load_multi30k",
-    "read_lines",
-    "read_parallel",
-    "read_tsv",
-    "shared_data_dir",
-    "write_lines",
-    "write_parallel",
-    "write_tsv",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+})

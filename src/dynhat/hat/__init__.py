@@ -6,8 +6,9 @@ Names are imported on first use, so reading a dictionary does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dynhat.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from dynhat.hat.checkpoint import HatCheckpoint, load_hat_checkpoint, save_hat_checkpoint
@@ -15,26 +16,11 @@ if TYPE_CHECKING:
     from dynhat.hat.dictionary import FairseqDictionary
     from dynhat.hat.text import HatVocabulary
 
-_EXPORTS = {
+__all__ = ["FairseqDictionary", "HatCheckpoint", "HatVocabulary", "convert_hat", "export_hat", "load_hat_checkpoint",
+           "save_hat_checkpoint"]
+__getattr__ = lazy_getattr(__name__, {
     "checkpoint": ("HatCheckpoint", "load_hat_checkpoint", "save_hat_checkpoint"),
     "convert": ("convert_hat", "export_hat"),
     "dictionary": ("FairseqDictionary",),
     "text": ("HatVocabulary",),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = [
-    "FairseqDictionary",
-    "HatCheckpoint",
-    "HatVocabulary",
-    "convert_hat",
-    "export_hat",
-    "load_hat_checkpoint",
-    "save_hat_checkpoint",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+})

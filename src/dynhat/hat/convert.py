@@ -1,6 +1,6 @@
 """Whole-model moves between HAT and dynhat: ``dynhat convert`` and ``dynhat export-hat``.
 
-A converted checkpoint is a dynhat checkpoint (``dynhat.train.checkpoint``) with the model, its design space, the
+A converted checkpoint is a dynhat checkpoint (``dynhat.inference.checkpoint``) with the model, its design space, the
 dropout settings and the vocabulary (``vocab_kind: fairseq``); it has no training state, so every command that
 reads a trained model takes it, and training does not resume from it.
 """
@@ -15,11 +15,9 @@ from dynhat.errors import DataError
 from dynhat.hat.checkpoint import HatCheckpoint, load_hat_checkpoint, save_hat_checkpoint
 from dynhat.hat.dictionary import SPECIALS, FairseqDictionary
 from dynhat.hat.text import HatVocabulary
+from dynhat.inference.checkpoint import load_trained, model_fields, save_checkpoint
 from dynhat.io import atomic_write_text
-from dynhat.space import SubTransformerConfig
-from dynhat.train.checkpoint import save_checkpoint
-from dynhat.train.run import vocab_fields
-from dynhat.translate.evaluate import load_trained, resolve_config
+from dynhat.space import SubTransformerConfig, resolve_config
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,8 @@ def convert_hat(hat_path: str | Path, dictionary: str | Path, out: str | Path, b
     vocab = HatVocabulary(table, codes, source_lang or hat.source_lang or "en", target_lang or hat.target_lang or "de",
                           aggressive_dash_splits, source=str(bpe_codes))
     out = Path(out)
-    settings = hat.model.settings
     save_checkpoint(out, {
-        "model": hat.model.state_dict(), "space": hat.space.to_dict(), "vocab_size": settings.vocab_size,
-        "settings": {"dropout": settings.dropout, "attention_dropout": settings.attention_dropout},
-        **vocab_fields(vocab),
+        **model_fields(hat.model, vocab),
         "converted_from": {"hat_checkpoint": str(hat_path), "dictionary": str(dictionary),
                            "bpe_codes": None if bpe_codes is None else str(bpe_codes)},
     })

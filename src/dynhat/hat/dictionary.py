@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dynhat.errors import DataError
-from dynhat.io import atomic_write_text
+from dynhat.io import atomic_write_text, read_text
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 BOS, PAD, EOS, UNK = range(len(SPECIALS))
@@ -56,14 +56,7 @@ class FairseqDictionary:
 
     @classmethod
     def load(cls, path: str | Path) -> FairseqDictionary:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"{path}: dictionary file not found") from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not UTF-8 text ({err})") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(read_text(path, "dictionary file not found"), source=str(path))
 
     def to_text(self) -> str:
         """The file fairseq's ``Dictionary.save`` writes: every symbol after the four special ones."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dynhat.errors import DataError
-from dynhat.io import atomic_write_text
+from dynhat.io import atomic_write_text, read_text
 from dynhat.latency.features import HAT_FEATURES
 
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
@@ -108,12 +108,7 @@ def _check_header(path: Path, header: list[str]) -> None:
 def read_hat_csv(path: str | Path) -> LatencyTable:
     """Read a latency CSV in HAT's layout (header + one row per SubTransformer) exactly as it is."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    text = read_text(path, encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:

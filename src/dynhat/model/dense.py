@@ -13,16 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from dynhat.io import atomic_write
+from dynhat.model import weights as mw
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.model.supertransformer import SuperTransformer, column_major_embedding
-from dynhat.model.weights import (
-    AttentionWeights,
-    DecoderLayerWeights,
-    EncoderLayerWeights,
-    FeedForwardWeights,
-    NormWeights,
-    SubTransformerWeights,
-)
 from dynhat.space.config import SubTransformerConfig
 
 FORMAT = "dynhat-dense-1"
@@ -39,15 +32,15 @@ class DenseAttention(nn.Module):
         self.kv_proj = nn.Linear(d_kv, 2 * width) if d_kv is not None else None
         self.out_proj = nn.Linear(width, d_q)
 
-    def weights(self) -> AttentionWeights:
+    def weights(self) -> mw.AttentionWeights:
         kv = self.kv_proj
-        return AttentionWeights(self.in_proj.weight, self.in_proj.bias, None if kv is None else kv.weight,
-                                None if kv is None else kv.bias, self.out_proj.weight, self.out_proj.bias,
-                                self.heads, self.head_dim, self.heads_major)
+        return mw.AttentionWeights(self.in_proj.weight, self.in_proj.bias, None if kv is None else kv.weight,
+                                   None if kv is None else kv.bias, self.out_proj.weight, self.out_proj.bias,
+                                   self.heads, self.head_dim, self.heads_major)
 
 
-def _norm(ln: nn.LayerNorm) -> NormWeights:
-    return NormWeights(ln.weight, ln.bias)
+def _norm(ln: nn.LayerNorm) -> mw.NormWeights:
+    return mw.NormWeights(ln.weight, ln.bias)
 
 
 class DenseEncoderLayer(nn.Module):
@@ -58,10 +51,11 @@ class DenseEncoderLayer(nn.Module):
         self.fc1, self.fc2 = nn.Linear(d, f), nn.Linear(f, d)
         self.final_layer_norm = nn.LayerNorm(d)
 
-    def weights(self) -> EncoderLayerWeights:
-        return EncoderLayerWeights(self.self_attn.weights(), _norm(self.self_attn_layer_norm),
-                                   FeedForwardWeights(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias),
-                                   _norm(self.final_layer_norm))
+    def weights(self) -> mw.EncoderLayerWeights:
+        return mw.EncoderLayerWeights(self.self_attn.weights(), _norm(self.self_attn_layer_norm),
+                                      mw.FeedForwardWeights(self.fc1.weight, self.fc1.bias, self.fc2.weight,
+                                                            self.fc2.bias),
+                                      _norm(self.final_layer_norm))
 
 
 class DenseDecoderLayer(nn.Module):
@@ -76,11 +70,12 @@ class DenseDecoderLayer(nn.Module):
         self.fc1, self.fc2 = nn.Linear(d, f), nn.Linear(f, d)
         self.final_layer_norm = nn.LayerNorm(d)
 
-    def weights(self) -> DecoderLayerWeights:
-        return DecoderLayerWeights(self.self_attn.weights(), _norm(self.self_attn_layer_norm),
-                                   self.encoder_attn.weights(), _norm(self.encoder_attn_layer_norm),
-                                   FeedForwardWeights(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias),
-                                   _norm(self.final_layer_norm), self.attended)
+    def weights(self) -> mw.DecoderLayerWeights:
+        return mw.DecoderLayerWeights(self.self_attn.weights(), _norm(self.self_attn_layer_norm),
+                                      self.encoder_attn.weights(), _norm(self.encoder_attn_layer_norm),
+                                      mw.FeedForwardWeights(self.fc1.weight, self.fc1.bias, self.fc2.weight,
+                                                            self.fc2.bias),
+                                      _norm(self.final_layer_norm), self.attended)
 
 
 class DenseTransformer(Seq2SeqModel):
@@ -108,15 +103,15 @@ class DenseTransformer(Seq2SeqModel):
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim) if pre else None
         self.register_buffer("encoder_positions", torch.zeros(spec["num_positions"], c.encoder_embed_dim))
         self.register_buffer("decoder_positions", torch.zeros(spec["num_positions"], c.decoder_embed_dim))
-        self._weights: SubTransformerWeights | None = None
+        self._weights: mw.SubTransformerWeights | None = None
 
-    def weights(self, config: SubTransformerConfig | None = None) -> SubTransformerWeights:
+    def weights(self, config: SubTransformerConfig | None = None) -> mw.SubTransformerWeights:
         if config is not None and config != self.config:
             raise ValueError(f"this dense model is {self.config.id}; it cannot run {config.id}")
         if self._weights is None:
             c, s = self.config, self.spec
             table = self.embed_tokens.weight
-            self._weights = SubTransformerWeights(
+            self._weights = mw.SubTransformerWeights(
                 config=c,
                 encoder_embed=table if c.encoder_embed_dim == table.shape[1] else table[:, : c.encoder_embed_dim],
                 decoder_embed=table if c.decoder_embed_dim == table.shape[1] else table[:, : c.decoder_embed_dim],

@@ -15,16 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynhat.model import weights as mw
 from dynhat.model.functional import sinusoid_table
 from dynhat.model.seq2seq import Seq2SeqModel
-from dynhat.model.weights import (
-    AttentionWeights,
-    DecoderLayerWeights,
-    EncoderLayerWeights,
-    FeedForwardWeights,
-    NormWeights,
-    SubTransformerWeights,
-)
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.space import ARBITRARY_ATTENDED, DesignSpace
 
@@ -55,18 +48,18 @@ class ElasticAttention(nn.Module):
         nn.init.xavier_uniform_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def self_weights(self, d: int, heads: int, space: DesignSpace) -> AttentionWeights:
+    def self_weights(self, d: int, heads: int, space: DesignSpace) -> mw.AttentionWeights:
         width = space.qkv_width(heads)
-        return AttentionWeights(self.in_proj_weight[: 3 * width, :d], self.in_proj_bias[: 3 * width], None, None,
-                                self.out_proj.weight[:d, :width], self.out_proj.bias[:d], heads,
-                                space.head_width(heads), space.head_dim is not None)
+        return mw.AttentionWeights(self.in_proj_weight[: 3 * width, :d], self.in_proj_bias[: 3 * width], None, None,
+                                   self.out_proj.weight[:d, :width], self.out_proj.bias[:d], heads,
+                                   space.head_width(heads), space.head_dim is not None)
 
-    def cross_weights(self, d_q: int, d_kv: int, heads: int, space: DesignSpace) -> AttentionWeights:
+    def cross_weights(self, d_q: int, d_kv: int, heads: int, space: DesignSpace) -> mw.AttentionWeights:
         width, q = space.qkv_width(heads), self.qkv_dim
-        return AttentionWeights(self.in_proj_weight[:width, :d_q], self.in_proj_bias[:width],
-                                self.in_proj_weight[q : q + 2 * width, :d_kv], self.in_proj_bias[q : q + 2 * width],
-                                self.out_proj.weight[:d_q, :width], self.out_proj.bias[:d_q], heads,
-                                space.head_width(heads), space.head_dim is not None)
+        return mw.AttentionWeights(self.in_proj_weight[:width, :d_q], self.in_proj_bias[:width],
+                                   self.in_proj_weight[q : q + 2 * width, :d_kv], self.in_proj_bias[q : q + 2 * width],
+                                   self.out_proj.weight[:d_q, :width], self.out_proj.bias[:d_q], heads,
+                                   space.head_width(heads), space.head_dim is not None)
 
 
 def column_major_embedding(vocab_size: int, width: int, padding_idx: int) -> nn.Embedding:
@@ -89,12 +82,12 @@ def _linear(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
-def _norm(w: nn.LayerNorm, d: int) -> NormWeights:
-    return NormWeights(w.weight[:d], w.bias[:d])
+def _norm(w: nn.LayerNorm, d: int) -> mw.NormWeights:
+    return mw.NormWeights(w.weight[:d], w.bias[:d])
 
 
-def _ffn(fc1: nn.Linear, fc2: nn.Linear, d: int, f: int) -> FeedForwardWeights:
-    return FeedForwardWeights(fc1.weight[:f, :d], fc1.bias[:f], fc2.weight[:d, :f], fc2.bias[:d])
+def _ffn(fc1: nn.Linear, fc2: nn.Linear, d: int, f: int) -> mw.FeedForwardWeights:
+    return mw.FeedForwardWeights(fc1.weight[:f, :d], fc1.bias[:f], fc2.weight[:d, :f], fc2.bias[:d])
 
 
 class EncoderLayer(nn.Module):
@@ -107,9 +100,9 @@ class EncoderLayer(nn.Module):
         self.fc2 = _linear(f, d)
         self.final_layer_norm = nn.LayerNorm(d)
 
-    def weights(self, d: int, f: int, heads: int, space: DesignSpace) -> EncoderLayerWeights:
-        return EncoderLayerWeights(self.self_attn.self_weights(d, heads, space), _norm(self.self_attn_layer_norm, d),
-                                   _ffn(self.fc1, self.fc2, d, f), _norm(self.final_layer_norm, d))
+    def weights(self, d: int, f: int, heads: int, space: DesignSpace) -> mw.EncoderLayerWeights:
+        return mw.EncoderLayerWeights(self.self_attn.self_weights(d, heads, space), _norm(self.self_attn_layer_norm, d),
+                                      _ffn(self.fc1, self.fc2, d, f), _norm(self.final_layer_norm, d))
 
 
 class DecoderLayer(nn.Module):
@@ -125,8 +118,8 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
 
     def weights(self, d: int, d_enc: int, f: int, self_heads: int, cross_heads: int, arbitrary: int,
-                space: DesignSpace) -> DecoderLayerWeights:
-        return DecoderLayerWeights(
+                space: DesignSpace) -> mw.DecoderLayerWeights:
+        return mw.DecoderLayerWeights(
             self.self_attn.self_weights(d, self_heads, space), _norm(self.self_attn_layer_norm, d),
             self.encoder_attn.cross_weights(d, d_enc, cross_heads, space), _norm(self.encoder_attn_layer_norm, d),
             _ffn(self.fc1, self.fc2, d, f), _norm(self.final_layer_norm, d), ARBITRARY_ATTENDED[arbitrary])
@@ -143,7 +136,7 @@ class _Stack(nn.Module):
         if final_norm is not None:
             self.layer_norm = nn.LayerNorm(final_norm)
 
-    def final_norm(self, d: int) -> NormWeights | None:
+    def final_norm(self, d: int) -> mw.NormWeights | None:
         return _norm(self.layer_norm, d) if hasattr(self, "layer_norm") else None
 
 
@@ -170,9 +163,9 @@ class SuperTransformer(Seq2SeqModel):
                               space.decoder_embed_dim if pre else None)
         positions = settings.max_positions + settings.padding_idx + 1
         self.register_buffer("positions", sinusoid_table(positions, width, settings.padding_idx), persistent=False)
-        self._plans: OrderedDict[SubTransformerConfig, SubTransformerWeights] = OrderedDict()
+        self._plans: OrderedDict[SubTransformerConfig, mw.SubTransformerWeights] = OrderedDict()
         self._lock = threading.Lock()
-        self._active: SubTransformerWeights | None = None
+        self._active: mw.SubTransformerWeights | None = None
 
     # ------------------------------------------------------------------ configurations
     def set_config(self, config: SubTransformerConfig) -> None:
@@ -184,7 +177,7 @@ class SuperTransformer(Seq2SeqModel):
     def active_config(self) -> SubTransformerConfig | None:
         return None if self._active is None else self._active.config
 
-    def weights(self, config: SubTransformerConfig | None = None) -> SubTransformerWeights:
+    def weights(self, config: SubTransformerConfig | None = None) -> mw.SubTransformerWeights:
         if config is None:
             if self._active is None:
                 raise RuntimeError("no active SubTransformer: call set_config(config) or pass config=")
@@ -201,7 +194,7 @@ class SuperTransformer(Seq2SeqModel):
                 self._plans.popitem(last=False)
         return plan
 
-    def _slice(self, config: SubTransformerConfig) -> SubTransformerWeights:
+    def _slice(self, config: SubTransformerConfig) -> mw.SubTransformerWeights:
         config.validate(self.space)
         s, space = self.settings, self.space
         d_enc, d_dec = config.encoder_embed_dim, config.decoder_embed_dim
@@ -221,7 +214,7 @@ class SuperTransformer(Seq2SeqModel):
                                                config.decoder_arbitrary_ende_attn[i], space)
                 for i in range(config.decoder_layer_num)
             )
-            return SubTransformerWeights(
+            return mw.SubTransformerWeights(
                 config=config, encoder_embed=table[:, :d_enc], decoder_embed=table[:, :d_dec],
                 encoder_positions=self.positions[:, :d_enc], decoder_positions=self.positions[:, :d_dec],
                 encoder=encoder, decoder=decoder,

@@ -18,7 +18,7 @@ __all__ = ["PipelineSettings", "run_pipeline"]
 def __getattr__(name: str) -> Any:
     """``run_pipeline`` is imported on first use: it brings torch, which ``dynhat --help`` should not wait for."""
     if name == "run_pipeline":
-        from dynhat.pipeline.run import run_pipeline
+        from dynhat.pipeline.steps import run_pipeline
 
         return run_pipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

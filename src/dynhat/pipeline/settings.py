@@ -1,4 +1,4 @@
-"""The pipeline's settings: kept apart from ``run`` so the CLI's help needs no torch."""
+"""The pipeline's settings: kept apart from ``steps`` so the CLI's help needs no torch."""
 
 from __future__ import annotations
 

@@ -1,12 +1,17 @@
-"""Step 4 of the method: serve translations under a latency budget by switching operating points at run time."""
+"""Step 6 of the pipeline: serve translations under a latency budget by switching operating points at run time.
 
-from dynhat.runtime.controller import Candidate, GreedyPolicy, HysteresisPolicy, Policy
+``dynamic`` (the translator), ``controller`` (policies), ``monitor`` (free cores, slowdown), ``service`` (HTTP);
+the scenario experiment: ``scenario`` (phases YAML), ``load`` (busy processes), ``experiment``, ``report``.
+"""
+
+from dynhat.runtime.controller import Candidate, FixedPolicy, GreedyPolicy, HysteresisPolicy, Policy
 from dynhat.runtime.dynamic import DynamicTranslator, PointCost, TranslationResult
 from dynhat.runtime.monitor import ResourceMonitor, Resources, SlowdownTracker
 
 __all__ = [
     "Candidate",
     "DynamicTranslator",
+    "FixedPolicy",
     "GreedyPolicy",
     "HysteresisPolicy",
     "PointCost",

@@ -80,3 +80,13 @@ class HysteresisPolicy:
             if now.expected_ms * (1 + self.margin) > budget_ms:
                 self.ceiling = target
         return self.ceiling
+
+
+class FixedPolicy:
+    """Always the same point: an operating point used as a static model."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def choose(self, candidates: Sequence[Candidate], budget_ms: float, current: int | None) -> int:
+        return self.index

@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dynhat.errors import BudgetUnmeetable
-from dynhat.latency.measure import measure_latency
+from dynhat.inference.measure import measure_latency, pinned
+from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
-from dynhat.search.points import OperatingPoint, PointLibrary
 from dynhat.translate.translator import TextVocabulary, Translator
 
 CALIBRATION_TOKENS = 30
@@ -182,49 +182,48 @@ class DynamicTranslator:
         ``sentences`` also give each point's first output/source length ratio (the default 1.2 guessed outputs
         ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
         corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md)."""
-        import numpy as np
-        import torch
 
         real = sentences is not None
         sentences = list(sentences) if real else self._synthetic_sentences()
-        before = torch.get_num_threads()
         by_threads: dict[int, list[PointCost]] = {}
-        try:
-            for threads in range(1, self.calibrated_threads + 1):
-                torch.set_num_threads(threads)
-                bases, rows, observed = [], [], []
-                beams = []  # of each row
-                for i, (p, translator) in enumerate(zip(self.points, self.translators, strict=True)):
-                    r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
-                                        tgt_len=CALIBRATION_TOKENS, beam=p.beam, runs=runs, warmup=2,
-                                        threads=threads)
-                    base = PointCost(r.encoder_ms, r.decoder_ms)
-                    bases.append(base)
-                    translator.hypotheses(sentences[:1])  # warm-up
-                    src_total = out_total = 0
-                    for sentence in sentences:
-                        start = time.perf_counter()
-                        hyp = translator.hypotheses([sentence])[0]
-                        observed.append((time.perf_counter() - start) * 1e3)
-                        src, out = len(self.vocab.encode(sentence)), len(hyp.tokens)
-                        src_total, out_total = src_total + src, out_total + out
-                        rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
-                        beams.append(p.beam)
-                    if real and threads == self.calibrated_threads and src_total:
-                        self.length_ratios[i] = out_total / src_total
-                fits = {}
-                for beam in set(beams):
-                    mine = np.array(beams) == beam
-                    x, y = np.array(rows)[mine], np.array(observed)[mine]
-                    (overhead, scale), *_ = np.linalg.lstsq(x, y, rcond=None)
-                    if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-                        overhead, scale = 0.0, float(y.sum() / x[:, 1].sum())
-                    fits[beam] = (float(overhead), float(scale))
-                by_threads[threads] = [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam])
-                                       for b, p in zip(bases, self.points, strict=True)]
-        finally:
-            torch.set_num_threads(before)
+        for threads in range(1, self.calibrated_threads + 1):
+            with pinned(None, threads):
+                by_threads[threads] = self._calibrate_at(threads, runs, sentences, real)
         return by_threads
+
+    def _calibrate_at(self, threads: int, runs: int, sentences: Sequence[str], real: bool) -> list[PointCost]:
+        """Each point's cost model at ``threads`` threads (see ``calibrate``)."""
+        import numpy as np
+
+        bases, rows, observed = [], [], []
+        beams = []  # of each row
+        for i, (p, translator) in enumerate(zip(self.points, self.translators, strict=True)):
+            r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
+                                tgt_len=CALIBRATION_TOKENS, beam=p.beam, runs=runs, warmup=2,
+                                threads=threads)
+            base = PointCost(r.encoder_ms, r.decoder_ms)
+            bases.append(base)
+            translator.hypotheses(sentences[:1])  # warm-up
+            src_total = out_total = 0
+            for sentence in sentences:
+                start = time.perf_counter()
+                hyp = translator.hypotheses([sentence])[0]
+                observed.append((time.perf_counter() - start) * 1e3)
+                src, out = len(self.vocab.encode(sentence)), len(hyp.tokens)
+                src_total, out_total = src_total + src, out_total + out
+                rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
+                beams.append(p.beam)
+            if real and threads == self.calibrated_threads and src_total:
+                self.length_ratios[i] = out_total / src_total
+        fits = {}
+        for beam in set(beams):
+            mine = np.array(beams) == beam
+            x, y = np.array(rows)[mine], np.array(observed)[mine]
+            (overhead, scale), *_ = np.linalg.lstsq(x, y, rcond=None)
+            if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
+                overhead, scale = 0.0, float(y.sum() / x[:, 1].sum())
+            fits[beam] = (float(overhead), float(scale))
+        return [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam]) for b, p in zip(bases, self.points, strict=True)]
 
     def _synthetic_sentences(self, count: int = 12, seed: int = 0) -> list[str]:
         """Sentences of ordinary subwords, 4 to 40 long: timing needs lengths, not meaning."""

@@ -1,34 +1,24 @@
-"""Step 3 and 5 of the method: search operating points under latency constraints, store them, reduce the space.
+"""Step 5 of the pipeline: search operating points under latency constraints, reduce the space to what they use.
 
-Names resolve on first use, so a process that only reads an operating-point library (a translation service)
-does not import the search's optimisers (pymoo) or the trainer that scores fitness.
+The library the search writes is ``dynhat.inference.points``: a service reads it without this package. Names
+resolve on first use, so ``import dynhat.search`` does not import the optimisers (pymoo) or the trainer.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dynhat.lazy import lazy_getattr
 
 if TYPE_CHECKING:  # what type checkers and editors see
     from dynhat.search.evolution import EvolutionSettings, SearchResult, evolve, fastest_latency
     from dynhat.search.fitness import LossFitness, validation_subset
     from dynhat.search.pareto import FrontPoint, non_dominated, pareto_search, pick
-    from dynhat.search.points import OperatingPoint, PointLibrary, file_sha256
 
-_HOMES = {
-    "EvolutionSettings": "evolution", "SearchResult": "evolution", "evolve": "evolution",
-    "fastest_latency": "evolution", "LossFitness": "fitness", "validation_subset": "fitness",
-    "FrontPoint": "pareto", "non_dominated": "pareto", "pareto_search": "pareto", "pick": "pareto",
-    "OperatingPoint": "points", "PointLibrary": "points", "file_sha256": "points",
-}  # fmt: skip
-
-__all__ = [
-    "EvolutionSettings", "FrontPoint", "LossFitness", "OperatingPoint", "PointLibrary", "SearchResult", "evolve",
-    "fastest_latency", "file_sha256", "non_dominated", "pareto_search", "pick", "validation_subset",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'dynhat.search' has no attribute {name!r}")
-    return getattr(import_module(f"dynhat.search.{_HOMES[name]}"), name)
+__all__ = ["EvolutionSettings", "FrontPoint", "LossFitness", "SearchResult", "evolve", "fastest_latency",
+           "non_dominated", "pareto_search", "pick", "validation_subset"]
+__getattr__ = lazy_getattr(__name__, {
+    "evolution": ("EvolutionSettings", "SearchResult", "evolve", "fastest_latency"),
+    "fitness": ("LossFitness", "validation_subset"),
+    "pareto": ("FrontPoint", "non_dominated", "pareto_search", "pick"),
+})

@@ -18,9 +18,9 @@ from typing import Any
 from tqdm import tqdm
 
 from dynhat.data.corpus import ParallelCorpus
-from dynhat.latency.measure import measure_latency
+from dynhat.inference.measure import measure_latency
+from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model.supertransformer import SuperTransformer
-from dynhat.search.points import OperatingPoint, PointLibrary
 from dynhat.space.config import SubTransformerConfig
 from dynhat.translate.bleu import sacrebleu_bleu
 from dynhat.translate.translator import Translator

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from tqdm import tqdm
 
@@ -51,6 +52,14 @@ class EvolutionSettings:
             raise ConfigError("needs at least 2 parents and 1 iteration", field="parents")
         if not 0.0 <= self.mutation_prob <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {self.mutation_prob}", field="mutation_prob")
+
+    @classmethod
+    def for_population(cls, population: int, parents: int | None = None, **rest: Any) -> EvolutionSettings:
+        """The one rule that splits a population: a fifth (at least 2) are parents unless ``parents`` says
+        otherwise (HAT's 125 = 25 + 50 + 50), the other children are half mutations, half crossovers."""
+        parents = max(2, population // 5) if parents is None else parents
+        children = population - parents
+        return cls(population, parents, children // 2, children - children // 2, **rest)
 
 
 @dataclass

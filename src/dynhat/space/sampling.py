@@ -1,11 +1,14 @@
-"""Operations on configurations that training and search need: sampling, extremes, HAT's genes, mutation, crossover."""
+"""Operations on configurations that training and search need: sampling, extremes (and picking one by name),
+HAT's genes, mutation, crossover."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+from dynhat.errors import ConfigError
 from dynhat.space.config import DECODER_LISTS, ENCODER_LISTS, SubTransformerConfig
 from dynhat.space.space import DesignSpace
 
@@ -68,6 +71,23 @@ def smallest(space: DesignSpace) -> SubTransformerConfig:
 def middle(space: DesignSpace) -> SubTransformerConfig:
     """The middle element of every sorted choice list: a fixed reference between the extremes."""
     return _pick_each(space, lambda choices: sorted(choices)[len(choices) // 2])
+
+
+NAMED: dict[str, Callable[[DesignSpace], SubTransformerConfig]] = {"largest": largest, "smallest": smallest,
+                                                                   "middle": middle}
+
+
+def resolve_config(spec: str, space: DesignSpace) -> SubTransformerConfig:
+    """``largest``/``smallest``/``middle``, a HAT SubTransformer YAML, or the id of one of the named ones: how
+    every command names the SubTransformer it works on."""
+    if spec in NAMED:
+        return NAMED[spec](space)
+    if Path(spec).is_file():
+        return SubTransformerConfig.from_yaml(spec).validate(space, source=spec)
+    for make in NAMED.values():
+        if make(space).id == spec:
+            return make(space)
+    raise ConfigError(f"not a file, not one of {list(NAMED)} and not the id of one of them", field=spec)
 
 
 def ladder(space: DesignSpace, n: int) -> list[SubTransformerConfig]:

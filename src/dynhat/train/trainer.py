@@ -33,11 +33,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dynhat.errors import ConfigError
+from dynhat.inference.checkpoint import load_checkpoint, model_fields, save_checkpoint
 from dynhat.io import atomic_write_text, remove_stale_temps
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, ladder, largest, sample, smallest
-from dynhat.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dynhat.train.loss import distillation_loss, label_smoothed_nll, label_smoothed_nll_of, to_base2
+from dynhat.train.rng import rng_state, set_rng_state
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
 
@@ -178,16 +179,9 @@ class Trainer:
         return self.run_dir / "checkpoint_best.pt"
 
     def payload(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "state": vars(self.state).copy(),
-            "rng": rng_state(),
-            "space": self.space.to_dict(),
-            "settings": self.settings.to_dict(),
-            "vocab_size": self.model.settings.vocab_size,
-            **self.extra_state,
-        }
+        """The checkpoint (``dynhat.inference.checkpoint``): the model's fields and what resuming needs."""
+        return {**model_fields(self.model, None, self.settings.to_dict()), "optimizer": self.optimizer.state_dict(),
+                "state": vars(self.state).copy(), "rng": rng_state(), **self.extra_state}
 
     def save(self, best: bool = False) -> None:
         if self.rank != 0:

@@ -10,7 +10,7 @@ import torch
 from dynhat.errors import DataError
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
-from dynhat.translate.search import (
+from dynhat.translate.beam import (
     DEFAULT_MAX_LEN_A,
     DEFAULT_MAX_LEN_B,
     Hypothesis,

@@ -38,19 +38,20 @@ def machine_info() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def pinned(threads: int, cpus: Sequence[int] | None = None) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads (and on ``cpus`` if given); restore both afterwards."""
-    old_threads = torch.get_num_threads()
-    old_cpus = os.sched_getaffinity(0) if cpus is not None else None
-    torch.set_num_threads(threads)
-    if cpus is not None:
-        os.sched_setaffinity(0, set(cpus))
+def pinned(cpus: Sequence[int] | None, threads: int) -> Iterator[None]:
+    """Run on ``cpus`` (all of the process's when None) with ``threads`` intra-op threads; restore both afterwards.
+
+    The one way every step pins itself: latency numbers mean something only with the CPU set and thread count
+    they were measured under, and a step that changed them must not leave the process changed."""
+    old_threads, old_cpus = torch.get_num_threads(), os.sched_getaffinity(0)
     try:
+        if cpus is not None:
+            os.sched_setaffinity(0, set(cpus))
+        torch.set_num_threads(threads)
         yield
     finally:
+        os.sched_setaffinity(0, old_cpus)
         torch.set_num_threads(old_threads)
-        if old_cpus is not None:
-            os.sched_setaffinity(0, old_cpus)
 
 
 def trimmed_mean_std(samples: Sequence[float], trim: float = 0.1) -> tuple[float, float]:
@@ -137,7 +138,7 @@ def _measure_interleaved(model: Seq2SeqModel, configs: Sequence[SubTransformerCo
     src = source_tokens(src_len, vocab, seed)
     times: list[tuple[list[float], list[float]]] = [([], []) for _ in configs]
     try:
-        with pinned(threads, cpus), torch.inference_mode():
+        with pinned(cpus, threads), torch.inference_mode():
             for _ in range(warmup):
                 for config in configs:
                     time_translation(model, config, src, tgt_len, beam)

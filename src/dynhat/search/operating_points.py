@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from dynhat.data.corpus import ParallelCorpus
+from dynhat.errors import ConfigError
+from dynhat.inference.measure import machine_info, measure_latency
+from dynhat.inference.points import OperatingPoint, PointLibrary, file_sha256
 from dynhat.latency.collect import MACHINE_KEYS
-from dynhat.latency.measure import machine_info, measure_latency
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.search.decoding import add_variants, point_bleu
 from dynhat.search.evolution import EvolutionSettings, SearchResult, evolve, fastest_latency
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.pareto import FrontPoint, pareto_search, pick
-from dynhat.search.points import OperatingPoint, PointLibrary, file_sha256
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.cost import count_params
+from dynhat.space.sampling import largest, smallest
+from dynhat.space.space import DesignSpace
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,20 @@ def predictor_latency(predictor: LatencyPredictor, space_margin: float = 0.0) ->
     return latency
 
 
+def constraints_between(predictor: LatencyPredictor, space: DesignSpace, count: int) -> tuple[float, ...]:
+    """``count`` constraints (ms) evenly spread from 5 % above the smallest SubTransformer's predicted latency (so
+    the fastest point can meet it) to the largest's."""
+    latency = predictor_latency(predictor)
+    lo, hi = latency(smallest(space)) * 1.05, latency(largest(space))
+    return tuple(round(lo + (hi - lo) * i / max(1, count - 1), 1) for i in range(count))
+
+
 def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str | Path,
                             predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus,
                             settings: SearchSettings, progress: bool = True) -> SearchReport:
+    if predictor.metadata.get("threads") not in (None, settings.threads):
+        raise ConfigError(f"the predictor was fitted on {predictor.metadata['threads']}-thread latencies, the search "
+                          f"runs with {settings.threads} thread(s)", field="threads")
     start = time.perf_counter()
     subset = validation_subset(valid, settings.valid_sentences, settings.valid_seed)
     space = model.space

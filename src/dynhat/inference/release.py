@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import DataError
 from dynhat.hat.text import HatVocabulary
-from dynhat.io import atomic_write, atomic_write_text
+from dynhat.inference.checkpoint import check_state
+from dynhat.io import atomic_write, atomic_write_text, file_sha256
 from dynhat.model import ModelSettings, SuperTransformer
-from dynhat.search.points import file_sha256
 from dynhat.space import DesignSpace
 
 FORMAT = "dynhat-release-1"
@@ -91,9 +91,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
                       points: str | Path | None = None, name: str | None = None) -> Path:
     """Release a training (or converted) checkpoint: its training facts go into model.json and the card, and
     the operating points of ``points`` (a library searched on this checkpoint) into the card."""
-    from dynhat.search.points import PointLibrary
-    from dynhat.train.checkpoint import load_checkpoint
-    from dynhat.translate.evaluate import load_trained
+    from dynhat.inference.checkpoint import load_checkpoint, load_trained
+    from dynhat.inference.points import PointLibrary
 
     model, vocab = load_trained(checkpoint)
     payload = load_checkpoint(checkpoint)
@@ -130,10 +129,12 @@ def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary
         model = SuperTransformer(space, ModelSettings(vocab_size=int(meta["vocab_size"]),
                                                       dropout=float(meta["dropout"]),
                                                       attention_dropout=float(meta["attention_dropout"])))
-        tensors[SHARED[0]] = tensors[SHARED[1]]
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError) as err:
+    except (SafetensorError, KeyError, ValueError, TypeError) as err:
         raise DataError(f"{folder}: weights do not fit the release's space and vocabulary ({err})") from None
+    if SHARED[1] in tensors:
+        tensors[SHARED[0]] = tensors[SHARED[1]]
+    check_state(folder / "model.safetensors", model.state_dict(), tensors)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     vocab_path = folder / str(meta.get("vocab", ""))
     if vocab_path.name == "vocab.json":
         vocab: Vocabulary | HatVocabulary = HatVocabulary.from_state(_json(vocab_path), str(vocab_path))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dynhat.model import ModelSettings, Seq2SeqModel, SuperTransformer, extract
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample
-from dynhat.translate.search import Hypothesis, beam_search, beam_search_nbest, greedy_search, max_lengths
+from dynhat.translate.beam import Hypothesis, beam_search, beam_search_nbest, greedy_search, max_lengths
 from dynhat.translate.translator import Translator
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -231,7 +231,7 @@ def test_translator_rejects_mismatched_vocabularies_and_overlong_input(model: Su
 
     with pytest.raises(ValueError, match="special ids"):
         Translator(model, Shifted(), CONFIG)
-    with pytest.raises(ValueError, match="sentence 1"):
+    with pytest.raises(ValueError, match=r"sentence 2 \(line 2 of the input\)"):
         Translator(model, LetterVocab(), CONFIG).translate(["ab", "a" * model.settings.max_positions])
 
 

@@ -1,49 +1,24 @@
 """A training run from text to checkpoints: fetch (or read) the corpus, build or restore the vocabulary, batch, train.
 
-The vocabulary is stored in every checkpoint, so a checkpoint alone can translate and a resumed run tokenizes
-exactly as before. ``vocab_kind`` says which kind: ``sentencepiece`` (the model's bytes as a uint8 tensor; also
-what a checkpoint without the field holds) or ``fairseq`` (a fairseq dictionary, optional subword-nmt BPE codes
-and Moses settings as plain values, for models converted from HAT).
+The vocabulary is stored in every checkpoint (``dynhat.inference.checkpoint``), so a checkpoint alone can
+translate and a resumed run tokenizes exactly as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from dynhat.data.batching import Batch, TokenBatcher
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.data.fetch import fetch_multi30k, load_multi30k
 from dynhat.data.vocab import Vocabulary
-from dynhat.errors import ConfigError, DataError
+from dynhat.errors import ConfigError
 from dynhat.hat.text import HatVocabulary
+from dynhat.inference.checkpoint import load_checkpoint, vocab_fields, vocab_from_checkpoint
 from dynhat.space import load_space
-from dynhat.train.checkpoint import load_checkpoint
 from dynhat.train.settings import TrainSettings
 from dynhat.train.trainer import Trainer
-
-
-def vocab_to_tensor(vocab: Vocabulary) -> torch.Tensor:
-    return torch.frombuffer(bytearray(vocab.to_bytes()), dtype=torch.uint8).clone()
-
-
-def vocab_fields(vocab: Vocabulary | HatVocabulary) -> dict[str, Any]:
-    """The checkpoint fields that store ``vocab``."""
-    if isinstance(vocab, HatVocabulary):
-        return {"vocab_kind": "fairseq", "vocab": vocab.to_state()}
-    return {"vocab_kind": "sentencepiece", "vocab": vocab_to_tensor(vocab)}
-
-
-def vocab_from_checkpoint(payload: dict, source: str = "checkpoint") -> Vocabulary | HatVocabulary:
-    kind = payload.get("vocab_kind", "sentencepiece")
-    if kind == "fairseq":
-        return HatVocabulary.from_state(payload["vocab"], source)
-    if kind != "sentencepiece":
-        raise DataError(f"{source}: vocab_kind {kind!r} is neither 'sentencepiece' nor 'fairseq'")
-    return Vocabulary(payload["vocab"].numpy().tobytes(), source=f"{source}: vocab")
 
 
 @dataclass

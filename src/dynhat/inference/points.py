@@ -23,7 +23,6 @@ that cannot hold its configurations is an error.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import yaml
 
 from dynhat.errors import ConfigError, DataError
-from dynhat.io import atomic_write_text, read_yaml
+from dynhat.io import atomic_write_text, file_sha256, read_yaml
 from dynhat.space import DesignSpace, SubTransformerConfig, load_space
 
 FORMAT = "dynhat-operating-points"
@@ -40,16 +39,6 @@ VERSION = 1
 DEFAULT_BEAM = 4  # HAT's protocol and fairseq's WMT setting
 MAX_BEAM = 64
 
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file; of a release folder, its manifest's (which holds every file's)."""
-    if Path(path).is_dir():
-        path = Path(path) / "manifest.json"
-    sha = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 @dataclass

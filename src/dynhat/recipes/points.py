@@ -1,0 +1,53 @@
+"""Adding one SubTransformer to an operating-point library, verified as the search verifies its points.
+
+The search's latency predictor decides which configurations a constraint admits; on a noisy machine it can leave
+the space's real floor out of the library (the tightest constraint of `runs/points.yml` got a 2-decoder-layer
+point although a 1-layer one, found by another search on the same SuperTransformer, is faster and better). The
+added point is measured with the protocol, scored on the library's own validation subset and test sentences, and
+its constraint is its measured latency (one it meets on this device).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dynhat.data.corpus import ParallelCorpus
+from dynhat.errors import ConfigError
+from dynhat.inference.measure import measure_latency
+from dynhat.inference.points import OperatingPoint, PointLibrary
+from dynhat.latency.predictor import LatencyPredictor
+from dynhat.search.decoding import point_bleu
+from dynhat.search.fitness import LossFitness, validation_subset
+from dynhat.search.operating_points import first_sentences, predictor_latency
+from dynhat.space.config import SubTransformerConfig
+from dynhat.space.cost import count_params
+from dynhat.translate.translator import TextVocabulary
+
+
+def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPoint:
+    """The point ``point_id`` of ``library`` (read from ``source``)."""
+    for point in library.points:
+        if point.id == point_id:
+            return point
+    raise ConfigError(f"no point {point_id} (it has {[p.id for p in library.points]})", source=source,
+                      field="points")
+
+
+def add_point(library: PointLibrary, config: SubTransformerConfig, model: Any, vocab: TextVocabulary,
+              predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus, runs: int = 300
+              ) -> OperatingPoint:
+    """Verify ``config`` (latency, validation loss and BLEU as the library's fitness settings say) and append it
+    to ``library``; returns the new point."""
+    if any(p.id == config.id for p in library.points):
+        raise ConfigError(f"{config.id} is already in the library", field="points")
+    fit = library.fitness
+    subset = validation_subset(valid, fit["valid_sentences"], fit.get("seed", 0))
+    with LossFitness(model, vocab, subset, precision=fit.get("precision", "float32")) as fitness:
+        loss = fitness(config)
+    measured = measure_latency(model, config, runs=runs, threads=library.threads).total_ms
+    bleu = point_bleu(model, vocab, config, first_sentences(test, fit.get("test_sentences")), beam=4)
+    point = OperatingPoint(config, float(math.ceil(measured)), predictor_latency(predictor)(config), loss, measured,
+                           bleu, count_params(config, model.space, len(vocab)).total)
+    library.points.append(point)
+    return point

@@ -1,0 +1,90 @@
+"""The recipes that the CLI, the pipeline and the benchmarks share: one population rule, constraints spread over the
+predicted range, adding a verified point to a library, the scenario's targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers.toy_runtime import toy_parts
+
+from dynhat.data.corpus import ParallelCorpus
+from dynhat.errors import ConfigError
+from dynhat.recipes.points import add_point, find_point
+from dynhat.recipes.scenario import check_targets
+from dynhat.runtime.dynamic import TranslationResult
+from dynhat.runtime.experiment import Experiment, PhaseReport
+from dynhat.search.evolution import EvolutionSettings
+from dynhat.search.fitness import LossFitness, validation_subset
+from dynhat.search.operating_points import constraints_between
+from dynhat.space.sampling import largest, middle, smallest
+
+
+class WidthPredictor:
+    """A stand-in predictor: latency is the decoder's layer count times 10 ms."""
+
+    def features_of(self, config):
+        return np.array([config.decoder_layer_num], dtype=np.float64)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.atleast_2d(features)[:, 0] * 10.0
+
+
+def test_one_rule_splits_every_population() -> None:
+    hat = EvolutionSettings.for_population(125, iterations=30)
+    assert (hat.parents, hat.mutations, hat.crossovers) == (25, 50, 50) and hat == EvolutionSettings()
+    small = EvolutionSettings.for_population(40, iterations=10)
+    assert (small.parents, small.mutations, small.crossovers) == (8, 16, 16)
+    assert EvolutionSettings.for_population(5, iterations=1).parents == 2
+    odd = EvolutionSettings.for_population(50, 9, iterations=1)
+    assert (odd.parents, odd.mutations, odd.crossovers) == (9, 20, 21)
+
+
+def test_constraints_spread_from_just_above_the_fastest_to_the_largest(tmp_path: Path) -> None:
+    model, _, _ = toy_parts(tmp_path)
+    space = model.space
+    lo, hi = smallest(space).decoder_layer_num * 10.0, largest(space).decoder_layer_num * 10.0
+    assert constraints_between(WidthPredictor(), space, 3) == (round(lo * 1.05, 1), round((lo * 1.05 + hi) / 2, 1),
+                                                               hi)
+    assert constraints_between(WidthPredictor(), space, 1) == (round(lo * 1.05, 1),)
+
+
+def test_an_added_point_is_verified_as_the_search_verifies(tmp_path: Path) -> None:
+    model, vocab, library = toy_parts(tmp_path)
+    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(8)]
+    corpus = ParallelCorpus(lines, lines, "en", "de", "toy")
+    library.fitness = {"valid_sentences": 6, "seed": 1, "precision": "float32", "test_sentences": 4}
+    library.points = [p for p in library.points if p.config != middle(model.space)]
+    with pytest.raises(ConfigError, match="no point nope"):
+        find_point(library, "nope", "lib.yml")
+    point = add_point(library, middle(model.space), model, vocab, WidthPredictor(), corpus, corpus, runs=3)
+    assert library.points[-1] is point and point.id == middle(model.space).id
+    with LossFitness(model, vocab, validation_subset(corpus, 6, 1), precision="float32") as fitness:
+        assert point.valid_loss == fitness(point.config)
+    assert point.predicted_ms == middle(model.space).decoder_layer_num * 10.0
+    assert point.constraint_ms == np.ceil(point.measured_ms) and point.params > 0 and point.bleu is not None
+    with pytest.raises(ConfigError, match="already in the library"):
+        add_point(library, middle(model.space), model, vocab, WidthPredictor(), corpus, corpus, runs=3)
+
+
+def test_the_scenario_targets(tmp_path: Path) -> None:
+    library = toy_parts(tmp_path)[2]
+    translator = SimpleNamespace(points=[library.points[0], library.points[2]], quality_rank=[1, 0])
+    small, large = translator.points[0].id, translator.points[1].id
+
+    def run(points_ms: list[tuple[str, float]], budget: float, switch_ms: list[float]) -> list[PhaseReport]:
+        results = [TranslationResult("a b", p, 0, ms, ms, budget, ms <= budget, 2, 2, False, None, 1.0)
+                   for p, ms in points_ms]
+        return [PhaseReport("only", budget, results, ["a b"] * len(results), switch_ms)]
+
+    experiment = Experiment({
+        "dynamic": run([(large, 5.0)] * 19 + [(small, 5.0)], 10.0, [0.2]),
+        f"static {small}": run([(small, 5.0)] * 20, 10.0, []),
+        f"static {large}": run([(large, 50.0)] * 20, 10.0, []),
+    })
+    met = [t.met for t in check_targets(experiment, translator)]
+    # within budget; the best point alone is not; switches fast; adapts at once; but no BLEU gain over the
+    # reliable static point (every run writes the same text)
+    assert met == [True, True, False, True, True]
