@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,16 +13,18 @@ import psutil
 import pytest
 from helpers.toy_runtime import sentences, toy_parts
 
-from dynhat.errors import BudgetUnmeetable, ConfigError
+from dynhat.errors import BudgetUnmeetable, ConfigError, DataError
 from dynhat.runtime import (
     Candidate,
+    CostModel,
     DynamicTranslator,
+    FixedPolicy,
     GreedyPolicy,
     HysteresisPolicy,
     PointCost,
     SlowdownTracker,
+    calibrate,
 )
-from dynhat.runtime.controller import FixedPolicy
 from dynhat.runtime.experiment import FIXED_THREADS, run_experiment
 from dynhat.runtime.load import background_load
 from dynhat.runtime.monitor import FreeCores
@@ -105,43 +108,54 @@ def test_a_strict_request_no_point_can_serve_is_refused_before_any_work(tmp_path
     assert dyn.translate_one(src[1], strict=True).within_budget  # a budget a point meets is served as always
 
 
-def test_calibration_measures_every_point(tmp_path: Path) -> None:
+def test_calibration_measures_every_point_once_and_the_cost_model_is_saved(tmp_path: Path) -> None:
     model, vocab, library = toy_parts(tmp_path)
-    dyn = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=3)
-    assert len(dyn.costs) == 3 and all(c.encoder_ms > 0 and c.decoder_ms > 0 for c in dyn.costs)
-    assert len({(c.overhead_ms, c.scale) for c in dyn.costs}) == 1  # what serving adds: one fit per beam
+    points = library.efficient()
+    costs = calibrate(model, vocab, points, 1, runs=3)
+    assert costs.threads == 1 and costs.points == [p.id for p in points]
+    assert all(c.encoder_ms > 0 and c.decoder_ms > 0 for c in costs.by_threads[1])
+    assert len({(c.overhead_ms, c.scale) for c in costs.by_threads[1]}) == 1  # what serving adds: one fit per beam
+    assert costs.length_ratios == [1.2] * 3  # synthetic sentences teach nothing about real lengths
+    costs.save(tmp_path / "costs.json")
+    assert CostModel.load(tmp_path / "costs.json") == costs
+    dyn = DynamicTranslator(model, vocab, library, 100.0, costs=CostModel.load(tmp_path / "costs.json"))
     status = dyn.status()
-    assert status["budget_ms"] == 100.0 and len(status["points"]) == 3
-    assert dyn.length_ratios == [1.2] * 3  # synthetic sentences teach nothing about real lengths
+    assert status["budget_ms"] == 100.0 and len(status["points"]) == 3 and dyn.calibrated_threads == 1
+    other = replace(library, points=library.points[:2])
+    with pytest.raises(DataError, match="calibrated for"):
+        DynamicTranslator(model, vocab, other, 100.0, costs=costs)
+    (tmp_path / "bad.json").write_text('{"format": "dynhat-cost-model", "version": 1, "points": []}')
+    with pytest.raises(DataError, match=r"bad\.json: malformed cost model"):
+        CostModel.load(tmp_path / "bad.json")
     src = sentences(4)
-    real = DynamicTranslator(model, vocab, library, 100.0, calibrate_runs=2, calibration_sentences=src)
+    real = calibrate(model, vocab, points, 1, runs=2, sentences=src)
     src_total = sum(len(vocab.encode(x)) for x in src)
     # each point's own output length: a point that writes more is expected to take longer
-    for ratio, translator in zip(real.length_ratios, real.translators, strict=True):
-        assert ratio == pytest.approx(sum(len(h.tokens) for h in translator.hypotheses(src)) / src_total)
-    short, long = (DynamicTranslator(model, vocab, library, 100.0, costs=real.costs_by_threads) for _ in range(2))
+    for ratio, p in zip(real.length_ratios, points, strict=True):
+        hyps = Translator(model, vocab, p.config, beam=p.beam).hypotheses(src)
+        assert ratio == pytest.approx(sum(len(h.tokens) for h in hyps) / src_total)
+    short, long = (DynamicTranslator(model, vocab, library, 100.0, costs=real.by_threads) for _ in range(2))
     long.length_ratios = [2 * r for r in short.length_ratios]
-    k = real.calibrated_threads
-    assert all(long._calibrated_ms(k, i, 20) > short._calibrated_ms(k, i, 20) for i in range(3))
-    # traffic teaches only the point that served it
-    before = list(real.length_ratios)
-    served = real.translate_one(src[0])
-    assert [r != b for r, b in zip(real.length_ratios, before, strict=True)].count(True) <= 1
-    assert all(r == b for i, (r, b) in enumerate(zip(real.length_ratios, before, strict=True))
+    assert all(long._calibrated_ms(1, i, 20) > short._calibrated_ms(1, i, 20) for i in range(3))
+    # the translator starts from the calibrated ratios; traffic teaches only the point that served it
+    learning = DynamicTranslator(model, vocab, library, 100.0, costs=real)
+    before = list(learning.length_ratios)
+    assert before == real.length_ratios
+    served = learning.translate_one(src[0])
+    assert [r != b for r, b in zip(learning.length_ratios, before, strict=True)].count(True) <= 1
+    assert all(r == b for i, (r, b) in enumerate(zip(learning.length_ratios, before, strict=True))
                if i != served.point_index)
 
 
-
 def test_decoding_variants_are_served_at_their_own_beam_and_ranked_below_their_parent(tmp_path: Path) -> None:
-    from dataclasses import replace
-
     model, vocab, library = toy_parts(tmp_path)
     small, _, large = library.points
     # the large SubTransformer's greedy variant: faster than the middle one at beam 4, better than it
     variants = [replace(small, predicted_ms=None, measured_ms=0.5, beam=1),
                 replace(large, predicted_ms=None, measured_ms=1.5, beam=1)]
     library = replace(library, points=[*library.points, *variants])
-    dyn = DynamicTranslator(model, vocab, library, 60_000.0, calibrate_runs=2, calibration_sentences=sentences(4))
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0,
+                            costs=calibrate(model, vocab, library.efficient(), 1, runs=2, sentences=sentences(4)))
     # the middle SubTransformer is dropped: the large one's greedy variant is faster and better
     assert [(p.config, p.beam) for p in dyn.points] == [(small.config, 1), (small.config, 4), (large.config, 1),
                                                         (large.config, 4)]

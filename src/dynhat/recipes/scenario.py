@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.inference.measure import pinned
 from dynhat.inference.points import PointLibrary
+from dynhat.runtime.costs import calibrate
 from dynhat.runtime.dynamic import DynamicTranslator
 from dynhat.runtime.experiment import Experiment, overall, run_experiment
 from dynhat.runtime.scenario import Scenario
@@ -34,8 +35,9 @@ def calibrated_translator(model: Any, vocab: TextVocabulary, library: PointLibra
                           calibration: Sequence[str], calibrate_runs: int = 10) -> DynamicTranslator:
     """A translator for ``library``, calibrated at the scenario's thread count on ``calibration`` sentences."""
     with pinned(None, scenario.threads):
-        return DynamicTranslator(model, vocab, library, 1000.0, calibrate_runs=calibrate_runs,
-                                 calibration_sentences=list(calibration[:CALIBRATION_SENTENCES]))
+        costs = calibrate(model, vocab, library.efficient(), scenario.threads, calibrate_runs,
+                          list(calibration[:CALIBRATION_SENTENCES]))
+    return DynamicTranslator(model, vocab, library, 1000.0, costs=costs)
 
 
 def scenario_experiment(model: Any, vocab: TextVocabulary, library: PointLibrary, scenario: Scenario,

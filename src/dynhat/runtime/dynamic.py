@@ -25,33 +25,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dynhat.errors import BudgetUnmeetable
-from dynhat.inference.measure import measure_latency, pinned
 from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
+from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost, calibrate
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
 from dynhat.translate.translator import TextVocabulary, Translator
-
-CALIBRATION_TOKENS = 30
-DEFAULT_LENGTH_RATIO = 1.2  # output / source subwords before any real translation
-
-
-@dataclass(frozen=True)
-class PointCost:
-    """A point's latency model: the protocol's encoder and decoder times for 30 tokens, scaled per token, plus
-    what serving a real sentence adds (tokenizing, beam bookkeeping, early stop): ``overhead_ms + scale x`` the
-    protocol's estimate, fitted on real translations at calibration time."""
-
-    encoder_ms: float
-    decoder_ms: float
-    overhead_ms: float = 0.0
-    scale: float = 1.0
-
-    def protocol_ms(self, src_tokens: float, out_tokens: float) -> float:
-        return (self.encoder_ms * src_tokens + self.decoder_ms * out_tokens) / CALIBRATION_TOKENS
-
-    def expected_ms(self, src_tokens: float, out_tokens: float) -> float:
-        return self.overhead_ms + self.scale * self.protocol_ms(src_tokens, out_tokens)
 
 
 @dataclass(frozen=True)
@@ -87,15 +66,15 @@ class DynamicTranslator:
 
     ``threads`` caps the intra-op threads (default: torch's current count); with ``adapt_threads`` the translator
     uses fewer when other processes take cores, or when a count runs slower than calibrated; without it each point
-    runs at the count its calibration found fastest. ``costs`` skips the calibration: one list per thread count
-    (``{1: [...], 2: [...]}``), or one list for every count.
+    runs at the count its calibration found fastest. ``costs`` is the points' cost model (``runtime.costs``:
+    calibrated and saved before, or given as one list per thread count or one list for every count); without it
+    the translator calibrates itself first.
     """
 
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
                  policy: Policy | None = None, calibrate_runs: int = 10,
-                 costs: Sequence[PointCost] | Mapping[int, Sequence[PointCost]] | None = None,
-                 max_budget_ms: float = 60_000.0, calibration_sentences: Sequence[str] | None = None,
-                 threads: int | None = None, adapt_threads: bool = True) -> None:
+                 costs: CostModel | Sequence[PointCost] | Mapping[int, Sequence[PointCost]] | None = None,
+                 max_budget_ms: float = 60_000.0, threads: int | None = None, adapt_threads: bool = True) -> None:
         import torch
 
         if not library.points:
@@ -109,25 +88,22 @@ class DynamicTranslator:
         self.policy = policy or HysteresisPolicy()
         self.max_budget_ms = max_budget_ms
         self.budget_ms = self._check_budget(budget_ms)
-        self.calibrated_threads = threads or torch.get_num_threads()
+        self.calibrated_threads = threads or (costs.threads if isinstance(costs, CostModel) else
+                                              torch.get_num_threads())
         self.max_threads = self.calibrated_threads
         self.adapt_threads = adapt_threads
         self.translators = [Translator(model, vocab, p.config, beam=p.beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
+        if costs is None:  # a caller without a cost model (the serve command): calibrate now, seconds per point
+            costs = calibrate(model, vocab, self.points, self.calibrated_threads, calibrate_runs)
+        elif not isinstance(costs, CostModel):
+            costs = CostModel.given(self.points, costs, self.calibrated_threads)
+        costs.check(self.points, self.calibrated_threads)
+        self.costs_by_threads = costs.by_threads
         # output / source subwords per point (an under-trained point may repeat itself and write half as much
         # again): from the calibration translations, then from the point's own traffic
-        self.length_ratios = [DEFAULT_LENGTH_RATIO] * len(self.points)
-        if costs is None:
-            self.costs_by_threads = self.calibrate(calibrate_runs, calibration_sentences)
-        elif isinstance(costs, Mapping):
-            self.costs_by_threads = {int(k): list(v) for k, v in costs.items()}
-        else:
-            self.costs_by_threads = {k: list(costs) for k in range(1, self.calibrated_threads + 1)}
-        for k in range(1, self.calibrated_threads + 1):
-            if len(self.costs_by_threads.get(k, ())) != len(self.points):
-                raise ValueError(f"costs at {k} thread(s): {len(self.costs_by_threads.get(k, ()))} for "
-                                 f"{len(self.points)} points")
+        self.length_ratios = list(costs.length_ratios)
         self.slowdowns = {k: SlowdownTracker() for k in range(1, self.calibrated_threads + 1)}
         self.monitor = ResourceMonitor()
         self.free_cores = FreeCores()
@@ -169,74 +145,6 @@ class DynamicTranslator:
     def full_resource_ms(self, index: int, src_tokens: int, out_tokens: int) -> float:
         """Point ``index``'s calibrated latency for a sentence at its best thread count on an idle machine."""
         return min(c[index].expected_ms(src_tokens, out_tokens) for c in self.costs_by_threads.values())
-
-    def calibrate(self, runs: int = 10, sentences: Sequence[str] | None = None) -> dict[int, list[PointCost]]:
-        """Each point's cost model at 1..``calibrated_threads`` threads: the measurement protocol's encoder and
-        decoder times, then one least-squares fit per beam, over its points' real translations of ``sentences``
-        (default: 12 synthetic ones of 4-40 subwords), of what serving adds to the protocol's estimate.
-
-        The fit is shared by the points of a thread count and beam: what serving adds (tokenizing, the beam's
-        bookkeeping, the per-call overhead) depends on the beam, not on the point's widths, and a fit per point on
-        a dozen noisy timings can give the fastest point the largest overhead, which ranked it slower than the next
-        one and made the controller fall back to the wrong point when nothing fitted (session 5). Real
-        ``sentences`` also give each point's first output/source length ratio (the default 1.2 guessed outputs
-        ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
-        corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md)."""
-
-        real = sentences is not None
-        sentences = list(sentences) if real else self._synthetic_sentences()
-        by_threads: dict[int, list[PointCost]] = {}
-        for threads in range(1, self.calibrated_threads + 1):
-            with pinned(None, threads):
-                by_threads[threads] = self._calibrate_at(threads, runs, sentences, real)
-        return by_threads
-
-    def _calibrate_at(self, threads: int, runs: int, sentences: Sequence[str], real: bool) -> list[PointCost]:
-        """Each point's cost model at ``threads`` threads (see ``calibrate``)."""
-        import numpy as np
-
-        bases, rows, observed = [], [], []
-        beams = []  # of each row
-        for i, (p, translator) in enumerate(zip(self.points, self.translators, strict=True)):
-            r = measure_latency(self.model, p.config, src_len=CALIBRATION_TOKENS,
-                                tgt_len=CALIBRATION_TOKENS, beam=p.beam, runs=runs, warmup=2,
-                                threads=threads)
-            base = PointCost(r.encoder_ms, r.decoder_ms)
-            bases.append(base)
-            translator.hypotheses(sentences[:1])  # warm-up
-            src_total = out_total = 0
-            for sentence in sentences:
-                start = time.perf_counter()
-                hyp = translator.hypotheses([sentence])[0]
-                observed.append((time.perf_counter() - start) * 1e3)
-                src, out = len(self.vocab.encode(sentence)), len(hyp.tokens)
-                src_total, out_total = src_total + src, out_total + out
-                rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
-                beams.append(p.beam)
-            if real and threads == self.calibrated_threads and src_total:
-                self.length_ratios[i] = out_total / src_total
-        fits = {}
-        for beam in set(beams):
-            mine = np.array(beams) == beam
-            x, y = np.array(rows)[mine], np.array(observed)[mine]
-            (overhead, scale), *_ = np.linalg.lstsq(x, y, rcond=None)
-            if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-                overhead, scale = 0.0, float(y.sum() / x[:, 1].sum())
-            fits[beam] = (float(overhead), float(scale))
-        return [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam]) for b, p in zip(bases, self.points, strict=True)]
-
-    def _synthetic_sentences(self, count: int = 12, seed: int = 0) -> list[str]:
-        """Sentences of ordinary subwords, 4 to 40 long: timing needs lengths, not meaning."""
-        import random
-
-        rng = random.Random(seed)
-        vocab_size = self.model.weights(self.points[0].config).decoder_embed.shape[0]
-        out = []
-        for i in range(count):
-            length = 4 + round(36 * i / max(1, count - 1))
-            ids = [rng.randrange(4, vocab_size) for _ in range(length)]
-            out.append(self.vocab.decode(ids))
-        return [s for s in out if self.vocab.encode(s)] or ["."]
 
     # ------------------------------------------------------------------ serving
     def usable_threads(self) -> int:
