@@ -16,13 +16,12 @@ from dynhat.latency.features import (
     hat_features,
     layer_feature_names,
     layer_features,
-    layer_macs,
 )
 from dynhat.latency.hat_predictor import HatPredictor, round_lat_norm
 from dynhat.latency.predictor import LatencyPredictor, device_from_name, load_predictor, metrics
 from dynhat.latency.table import LatencyTable, write_hat_csv
 from dynhat.space import SubTransformerConfig, load_space, sample
-from dynhat.space.cost import count_macs
+from dynhat.space.cost import count_macs, layer_macs
 
 # HAT_wmt14ende_xeon@278.7ms_bleu@27.9.yml
 XEON_278 = SubTransformerConfig(

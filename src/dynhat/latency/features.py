@@ -7,7 +7,7 @@ Two encodings:
   encoder layers it attends to (-1 -> 1, 1 -> 2, 2 -> 3). Which layer has which value is lost.
 * ``layer_features``: one block per SuperTransformer layer slot (zeros for inactive layers) plus an analytic cost
   term per layer (millions of multiply-accumulates under the latency protocol, the same count as
-  ``dynhat.space.cost.count_macs``). For datasets that keep the full configuration (ours do).
+  ``dynhat.space.cost.layer_macs``). For datasets that keep the full configuration (ours do).
 
 ``hat_derived_features`` expands HAT's 10 numbers with per-stack sums and products (e.g. decoder layers x embed dim
 x mean FFN width, proportional to the decoder FFN's compute): a latency is a sum over layers, so these are the
@@ -20,6 +20,7 @@ import numpy as np
 
 from dynhat.errors import ConfigError
 from dynhat.space.config import SubTransformerConfig
+from dynhat.space.cost import default_vocab, layer_macs
 from dynhat.space.space import ARBITRARY_ATTENDED, DesignSpace
 
 #: HAT's feature columns, in the order of its latency CSVs.
@@ -89,26 +90,6 @@ def hat_derived_features(features: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- per-layer features
-def layer_macs(config: SubTransformerConfig, space: DesignSpace, src_len: int = 30, tgt_len: int = 30
-               ) -> tuple[list[int], list[int]]:
-    """Multiply-accumulates of each active encoder and decoder layer (encode ``src_len`` tokens, ``tgt_len``
-    incremental decoder steps, batch 1), as in ``dynhat.space.cost.count_macs``; the output projection
-    (``tgt_len * d_dec * vocab``) is the only term left out."""
-    d_e, d_d, s, t = config.encoder_embed_dim, config.decoder_embed_dim, src_len, tgt_len
-    enc = []
-    for f, h in zip(config.encoder_ffn_embed_dim, config.encoder_self_attention_heads, strict=True):
-        w = space.qkv_width(h)
-        enc.append(s * (4 * w * d_e + 2 * d_e * f) + 2 * s * s * w)
-    dec = []
-    cached = t * (t + 1) // 2
-    for f, hs, hc, arb in zip(config.decoder_ffn_embed_dim, config.decoder_self_attention_heads,
-                              config.decoder_ende_attention_heads, config.decoder_arbitrary_ende_attn, strict=True):
-        ws, wc, keys = space.qkv_width(hs), space.qkv_width(hc), ARBITRARY_ATTENDED[arb] * s
-        dec.append(t * (4 * ws * d_d + 2 * wc * d_d + 2 * d_d * f + 2 * keys * wc) + 2 * cached * ws
-                   + keys * 2 * wc * d_e)
-    return enc, dec
-
-
 _ENC_SLOT = ("active", "ffn", "heads", "mmacs")
 _DEC_SLOT = ("active", "ffn", "self_heads", "ende_heads", "attended", "mmacs")
 _GLOBAL = ("encoder_embed_dim", "encoder_layer_num", "decoder_embed_dim", "decoder_layer_num", "output_mmacs")
@@ -129,8 +110,6 @@ def layer_features(config: SubTransformerConfig, space: DesignSpace, *, src_len:
     space's standard vocabulary), then per encoder slot [active, FFN, heads, MMACs] and per decoder slot
     [active, FFN, self heads, enc-dec heads, encoder layers attended, MMACs]; inactive slots are all zero.
     """
-    from dynhat.space.cost import default_vocab
-
     for stack, depth, limit in (("encoder", config.encoder_layer_num, space.encoder_layers),
                                 ("decoder", config.decoder_layer_num, space.decoder_layers)):
         if depth > limit:

@@ -64,17 +64,27 @@ def count_params(config: SubTransformerConfig, space: DesignSpace, vocab_size: i
     return ParamCount(vocab_size * max(d_e, d_d), encoder, decoder)
 
 
-def count_macs(config: SubTransformerConfig, space: DesignSpace, vocab_size: int, src_len: int = 30,
-               tgt_len: int = 30) -> int:
+def layer_macs(config: SubTransformerConfig, space: DesignSpace, src_len: int = 30, tgt_len: int = 30
+               ) -> tuple[list[int], list[int]]:
+    """Multiply-accumulates of each active encoder and decoder layer (encode ``src_len`` tokens, ``tgt_len``
+    incremental decoder steps, batch 1): ``count_macs`` without the output projection (``tgt_len * d_dec *
+    vocab``); per layer, the latency predictors' features (``dynhat.latency.features``)."""
     d_e, d_d, s, t = config.encoder_embed_dim, config.decoder_embed_dim, src_len, tgt_len
-    macs = 0
+    enc = []
     for f, h in zip(config.encoder_ffn_embed_dim, config.encoder_self_attention_heads, strict=True):
         w = space.qkv_width(h)
-        macs += s * (4 * w * d_e + 2 * d_e * f) + 2 * s * s * w
-    cached = t * (t + 1) // 2  # sum over steps of the number of self-attention keys
+        enc.append(s * (4 * w * d_e + 2 * d_e * f) + 2 * s * s * w)
+    dec = []
+    cached = t * (t + 1) // 2
     for f, hs, hc, arb in zip(config.decoder_ffn_embed_dim, config.decoder_self_attention_heads,
                               config.decoder_ende_attention_heads, config.decoder_arbitrary_ende_attn, strict=True):
         ws, wc, keys = space.qkv_width(hs), space.qkv_width(hc), ARBITRARY_ATTENDED[arb] * s
-        macs += t * (4 * ws * d_d + 2 * wc * d_d + 2 * d_d * f + 2 * keys * wc) + 2 * cached * ws
-        macs += keys * 2 * wc * d_e  # encoder-decoder keys and values, once per sentence
-    return macs + t * d_d * vocab_size
+        dec.append(t * (4 * ws * d_d + 2 * wc * d_d + 2 * d_d * f + 2 * keys * wc) + 2 * cached * ws
+                   + keys * 2 * wc * d_e)
+    return enc, dec
+
+
+def count_macs(config: SubTransformerConfig, space: DesignSpace, vocab_size: int, src_len: int = 30,
+               tgt_len: int = 30) -> int:
+    enc, dec = layer_macs(config, space, src_len, tgt_len)
+    return sum(enc) + sum(dec) + tgt_len * config.decoder_embed_dim * vocab_size
