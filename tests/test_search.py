@@ -243,13 +243,13 @@ def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, s
     (tmp_path / "old.yml").write_text(text.replace("  beam: 4\n", ""))  # files of earlier versions: beam 4
     assert sorted(p.beam for p in PointLibrary.load(tmp_path / "old.yml").points) == [1, 1, 4, 4]
     (tmp_path / "bad.yml").write_text(text.replace("  beam: 1\n", "  beam: 0\n", 1))
-    with pytest.raises(ConfigError, match=r"points\[\d\]: beam: expected a positive integer up to 64, got 0"):
+    with pytest.raises(ConfigError, match=r"points\[\d\]: beam: expected a whole number >= 1 and <= 64, got 0"):
         PointLibrary.load(tmp_path / "bad.yml")
-    poisons = [("  beam: 1\n", "  beam: 1000000000\n", "beam: expected a positive integer up to 64"),
+    poisons = [("  beam: 1\n", "  beam: 1000000000\n", "beam: expected a whole number >= 1 and <= 64"),
                ("  valid_loss: ", "  valid_loss: .nan #", "valid_loss: expected a finite number"),
                ("  constraint_ms: ", "  constraint_ms: fast #", "constraint_ms: expected a finite number"),
-               ("  predicted_ms: ", "  predicted_ms: -3 #", "predicted_ms: expected a number positive"),
-               ("threads: 1", "threads: true", "threads: expected a positive integer")]
+               ("  predicted_ms: ", "  predicted_ms: -3 #", "predicted_ms: expected a finite number > 0"),
+               ("threads: 1", "threads: true", "threads: expected a whole number >= 1")]
     for old, new, message in poisons:
         (tmp_path / "poison.yml").write_text(text.replace(old, new, 1))
         with pytest.raises(ConfigError, match=re.escape(message)):

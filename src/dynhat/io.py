@@ -68,9 +68,12 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     except UnicodeDecodeError as err:
         raise ConfigError(f"not UTF-8 text (byte {err.start}); a {what} was expected", source=str(path)) from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {' '.join(str(err).split())}", source=str(path)) from None
+    if data is None:  # an empty file would otherwise read as "all defaults" and start work nobody asked for
+        raise ConfigError(f"empty; a {what} was expected", source=str(path))
+    return data
 
 
 def file_sha256(path: str | Path) -> str:

@@ -40,16 +40,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DynhatError as err:
-        print(f"dynhat: error: {err}", file=sys.stderr)
+        print(f"dynhat: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as err:  # bad values or files that got past the loaders' own checks
         where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
-        print(f"dynhat: error: {where}{err}", file=sys.stderr)
+        print(f"dynhat: error: {where}{_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dynhat: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         print(f"dynhat: internal error, a bug: please report it with the command that caused it "
-              f"({type(err).__name__}: {err})", file=sys.stderr)
+              f"({type(err).__name__}: {_one_line(err)})", file=sys.stderr)
         return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """Messages from libraries (torch.load's, say) span lines; a command's error is one line for logs and scripts."""
+    return " ".join(str(err).split())

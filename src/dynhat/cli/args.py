@@ -37,6 +37,7 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     parse.__name__ = "whole number"
+    parse.bounds = (low, high, False)  # type: ignore[attr-defined]  # for the CLI's fuzz tests
     return parse
 
 
@@ -55,4 +56,5 @@ def real(low: float | None = None, high: float | None = None, *, strict: bool = 
         return value
 
     parse.__name__ = "number"
+    parse.bounds = (low, high, strict)  # type: ignore[attr-defined]
     return parse

@@ -23,13 +23,13 @@ that cannot hold its configurations is an error.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dynhat import schema
 from dynhat.errors import ConfigError, DataError
 from dynhat.io import atomic_write_text, file_sha256, read_yaml
 from dynhat.space import DesignSpace, SubTransformerConfig, load_space
@@ -38,7 +38,10 @@ FORMAT = "dynhat-operating-points"
 VERSION = 1
 DEFAULT_BEAM = 4  # HAT's protocol and fairseq's WMT setting
 MAX_BEAM = 64
-
+LIBRARY_KEYS = ("format", "version", "device", "threads", "space", "space_definition", "checkpoint", "fitness",
+                "points")
+POINT_KEYS = ("id", "constraint_ms", "predicted_ms", "measured_ms", "valid_loss", "bleu", "params",
+              "decoder_layers", "beam", "config")
 
 
 @dataclass
@@ -128,61 +131,50 @@ class PointLibrary:
             raise DataError(f"{path}: not an operating-point library (format {FORMAT!r} expected)")
         if data.get("version") != VERSION:
             raise DataError(f"{path}: version {data.get('version')}, this dynhat reads {VERSION}")
+        schema.known_keys(data, LIBRARY_KEYS, str(path))
         for key in ("device", "threads", "space", "checkpoint", "points"):
             if key not in data:
                 raise ConfigError("missing", source=str(path), field=key)
+        origin = schema.mapping(data["checkpoint"], str(path), "checkpoint")
+        name = schema.text(data, "space", str(path))
         if checkpoint is not None:
             actual = file_sha256(checkpoint)
-            if actual != data["checkpoint"].get("sha256"):
-                raise DataError(f"{path}: its points belong to checkpoint sha256 {data['checkpoint'].get('sha256')} "
-                                f"({data['checkpoint'].get('path')}), but {checkpoint} has sha256 {actual}")
+            if actual != origin.get("sha256"):
+                raise DataError(f"{path}: its points belong to checkpoint sha256 {origin.get('sha256')} "
+                                f"({origin.get('path')}), but {checkpoint} has sha256 {actual}")
         definition = data.get("space_definition")
         if definition is not None and not isinstance(definition, dict):
             raise ConfigError("expected a mapping of HAT space keys", source=str(path), field="space_definition")
         if space is None:
             space = (DesignSpace.from_dict(definition, source=f"{path}: space_definition") if definition
-                     else load_space(data["space"]))
+                     else load_space(name))
         if not isinstance(data["points"], list):
             raise ConfigError("expected a list of points", source=str(path), field="points")
-        points = []
-        for i, item in enumerate(data["points"]):
-            where = f"{path}: points[{i}]"
-            if not isinstance(item, dict) or "config" not in item:
-                raise ConfigError("expected a mapping with a config", source=where)
-            config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
-            points.append(OperatingPoint(
-                config, _number(item, "constraint_ms", where), _number(item, "predicted_ms", where, optional=True),
-                _number(item, "valid_loss", where, low=0.0), _number(item, "measured_ms", where, optional=True),
-                _number(item, "bleu", where, optional=True, low=0.0, high=100.0),
-                _integer(item, "params", where, optional=True), _integer(item, "beam", where, high=MAX_BEAM)))
-            if item.get("id") not in (None, points[-1].id):
-                raise ConfigError(f"id {item['id']} does not match its configuration and beam ({points[-1].id})",
-                                  source=where)
-        threads = _integer(data, "threads", str(path))
-        return cls(points, data["space"], data["checkpoint"], data["device"], threads,
-                   data.get("fitness", {}), definition)
+        points = [_point(item, f"{path}: points[{i}]", space) for i, item in enumerate(data["points"])]
+        return cls(points, name, origin, schema.mapping(data["device"], str(path), "device"),
+                   schema.integer(data, "threads", str(path), low=1),
+                   schema.mapping(data.get("fitness") or {}, str(path), "fitness"), definition)
 
 
-
-def _number(item: dict[str, Any], key: str, where: str, optional: bool = False, low: float | None = None,
-            high: float | None = None) -> Any:
-    """A finite number (positive unless ``low`` is given, within ``high``), or None where ``optional``."""
-    value = item.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"expected a finite number, got {value!r}", source=where, field=key)
-    if (value <= 0 if low is None else value < low) or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if high is not None else ("positive" if low is None else f">= {low}")
-        raise ConfigError(f"expected a number {bounds}, got {value!r}", source=where, field=key)
-    return float(value)
-
-
-def _integer(item: dict[str, Any], key: str, where: str, optional: bool = False, high: int | None = None) -> Any:
-    value = item.get(key, DEFAULT_BEAM if key == "beam" else None)  # libraries before beams read as beam 4
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
-        limit = f" up to {high}" if high is not None else ""
-        raise ConfigError(f"expected a positive integer{limit}, got {value!r}", source=where, field=key)
-    return value
+def _point(item: Any, where: str, space: DesignSpace) -> OperatingPoint:
+    item = schema.mapping(item, where)
+    schema.known_keys(item, POINT_KEYS, where)
+    if "config" not in item:
+        raise ConfigError("missing", source=where, field="config")
+    config = SubTransformerConfig.from_dict(item["config"], source=where).validate(space, source=where)
+    point = OperatingPoint(
+        config, schema.number(item, "constraint_ms", where, low=0, strict=True),
+        schema.number(item, "predicted_ms", where, default=None, low=0, strict=True),
+        schema.number(item, "valid_loss", where, low=0),
+        schema.number(item, "measured_ms", where, default=None, low=0, strict=True),
+        schema.number(item, "bleu", where, default=None, low=0, high=100),
+        schema.integer(item, "params", where, default=None, low=1),
+        schema.integer(item, "beam", where, default=DEFAULT_BEAM, low=1, high=MAX_BEAM))  # no beam: HAT's 4
+    if point.measured_ms is None and point.predicted_ms is None:
+        raise ConfigError("a point needs a measured_ms or a predicted_ms", source=where)
+    derived = {"id": point.id, "decoder_layers": config.decoder_layer_num}
+    for key, value in derived.items():
+        if item.get(key) is not None and item[key] != value:
+            raise ConfigError(f"{item[key]!r} does not match its configuration and beam ({value!r})", source=where,
+                              field=key)
+    return point

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from dynhat import schema
 from dynhat.errors import ConfigError, DataError
 from dynhat.inference.measure import LatencyResult, machine_info, measure_latency, measure_paired_latency
 from dynhat.io import atomic_write_text
@@ -128,6 +129,14 @@ def read_sidecar(csv_path: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a dynhat latency collection sidecar (format {FORMAT!r} expected)")
     if meta.get("version") != FORMAT_VERSION:
         raise DataError(f"{path}: version {meta.get('version')}, this dynhat reads {FORMAT_VERSION}")
+    protocol = schema.mapping(meta.get("protocol"), str(path), "protocol")
+    machine = schema.mapping(meta.get("machine"), str(path), "machine")
+    schema.text(protocol, "space", f"{path}: protocol")
+    for key in ("runs", "threads", "src_len", "tgt_len", "beam", "vocab_size"):
+        schema.integer(protocol, key, f"{path}: protocol", low=1)
+    for key in MACHINE_KEYS:
+        if key not in machine:
+            raise ConfigError("missing", source=f"{path}: machine", field=key)
     return meta
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynhat import schema
 from dynhat.errors import ConfigError
 from dynhat.io import read_yaml
 
@@ -38,36 +39,27 @@ class Scenario:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Scenario:
         source = str(path)
-        data = read_yaml(path, "scenario")
-        if not isinstance(data, dict) or not isinstance(data.get("phases"), list) or not data["phases"]:
-            raise ConfigError("expected a mapping with a non-empty list 'phases'", source=source, field="phases")
-        known = {"name", "sentences", "cpus", "threads", "load", "budget_ms", "budget_factor"}
-        phases = []
-        for i, item in enumerate(data["phases"]):
-            where = f"phases[{i}]"
-            if not isinstance(item, dict) or "name" not in item or "sentences" not in item:
-                raise ConfigError("each phase needs a name and a number of sentences", source=source, field=where)
-            unknown = set(item) - known
-            if unknown:
-                raise ConfigError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}", source=source,
-                                  field=where)
-            try:
-                phase = Phase(str(item["name"]), int(item["sentences"]),
-                              tuple(int(c) for c in item["cpus"]) if item.get("cpus") is not None else None,
-                              int(item["threads"]) if item.get("threads") is not None else None,
-                              int(item.get("load", 0)),
-                              float(item["budget_ms"]) if item.get("budget_ms") is not None else None,
-                              float(item["budget_factor"]) if item.get("budget_factor") is not None else None)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"bad value ({err})", source=source, field=where) from None
-            if phase.sentences < 1 or phase.load < 0 or (phase.threads is not None and phase.threads < 1):
-                raise ConfigError("sentences >= 1, load >= 0, threads >= 1", source=source, field=where)
-            phases.append(phase)
-        unknown = set(data) - {"phases", "threads", "budget_ms", "budget_factor", "seed"}
-        if unknown:
-            raise ConfigError(f"unknown keys {sorted(unknown)}", source=source)
-        return cls(tuple(phases), int(data.get("threads", 1)), data.get("budget_ms"),
-                   data.get("budget_factor", 1.0 if data.get("budget_ms") is None else None), int(data.get("seed", 0)))
+        data = schema.mapping(read_yaml(path, "scenario"), source)
+        schema.known_keys(data, ("phases", "threads", "budget_ms", "budget_factor", "seed"), source)
+        if not isinstance(data.get("phases"), list) or not data["phases"]:
+            raise ConfigError("expected a non-empty list of phases", source=source, field="phases")
+        phases = tuple(_phase(item, f"{source}: phases[{i}]") for i, item in enumerate(data["phases"]))
+        budget_ms = schema.number(data, "budget_ms", source, default=None, low=0, strict=True)
+        return cls(phases, schema.integer(data, "threads", source, default=1, low=1), budget_ms,
+                   schema.number(data, "budget_factor", source, default=1.0 if budget_ms is None else None, low=0,
+                                 strict=True),
+                   schema.integer(data, "seed", source, default=0, low=0))
+
+
+def _phase(item: object, source: str) -> Phase:
+    item = schema.mapping(item, source)
+    schema.known_keys(item, ("name", "sentences", "cpus", "threads", "load", "budget_ms", "budget_factor"), source)
+    return Phase(schema.text(item, "name", source), schema.integer(item, "sentences", source, low=1),
+                 schema.integers(item, "cpus", source, low=0), schema.integer(item, "threads", source, default=None,
+                                                                               low=1),
+                 schema.integer(item, "load", source, default=0, low=0),
+                 schema.number(item, "budget_ms", source, default=None, low=0, strict=True),
+                 schema.number(item, "budget_factor", source, default=None, low=0, strict=True))
 
 
 def default_scenario_path() -> Path:
