@@ -12,6 +12,7 @@ from helpers.toy_runtime import toy_parts
 
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.errors import ConfigError
+from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.recipes.points import add_point, find_point
 from dynhat.recipes.scenario import check_targets
 from dynhat.runtime.dynamic import TranslationResult
@@ -43,8 +44,7 @@ def test_one_rule_splits_every_population() -> None:
 
 
 def test_constraints_spread_from_just_above_the_fastest_to_the_largest(tmp_path: Path) -> None:
-    model, _, _ = toy_parts(tmp_path)
-    space = model.space
+    space = toy_parts(tmp_path)[0].space
     lo, hi = smallest(space).decoder_layer_num * 10.0, largest(space).decoder_layer_num * 10.0
     assert constraints_between(WidthPredictor(), space, 3) == (round(lo * 1.05, 1), round((lo * 1.05 + hi) / 2, 1),
                                                                hi)
@@ -88,3 +88,36 @@ def test_the_scenario_targets(tmp_path: Path) -> None:
     # within budget; the best point alone is not; switches fast; adapts at once; but no BLEU gain over the
     # reliable static point (every run writes the same text)
     assert met == [True, True, False, True, True]
+
+
+@pytest.mark.shared_data
+def test_points_add_verb_adds_a_verified_point_to_a_library(tmp_path: Path, data_dir: Path) -> None:
+    from helpers.toy_checkpoint import toy_checkpoint
+
+    from dynhat.cli import main
+    from dynhat.io import file_sha256
+    from dynhat.latency.hat_predictor import HatPredictor
+    from dynhat.latency.table import LatencyTable
+
+    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
+    rng = np.random.default_rng(0)
+    features = rng.uniform(1, 600, (40, 10))
+    HatPredictor(steps=5, seed=0).fit(LatencyTable(features, features[:, 0] / 10, features[:, 4] / 10, np.zeros(40),
+                                                  np.zeros(40), "toy.csv")).save(tmp_path / "predictor.pt")
+    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
+    fitness = {"valid_sentences": 4, "seed": 0, "precision": "float32", "test_sentences": 3}
+
+    def library(configs, name: str) -> Path:
+        points = [OperatingPoint(c, 10.0 * (i + 1), 9.0, 3.0, 9.5, 1.0, 100) for i, c in enumerate(configs)]
+        PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, fitness, space.to_dict()).save(tmp_path / name)
+        return tmp_path / name
+
+    base, other = library([smallest(space)], "base.yml"), library([largest(space)], "other.yml")
+    args = ["points", "add", str(tmp_path / "toy.pt"), str(base), "--source", str(other), "--id",
+            largest(space).id, "--predictor", str(tmp_path / "predictor.pt"), "--runs", "2", "--out",
+            str(tmp_path / "new.yml"), "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    added = PointLibrary.load(tmp_path / "new.yml", checkpoint=tmp_path / "toy.pt", space=space)
+    assert [p.id for p in added.points] == [smallest(space).id, largest(space).id]
+    assert added.points[1].measured_ms > 0 and added.points[1].constraint_ms == np.ceil(added.points[1].measured_ms)
+    assert main([*args[:7], "nope", *args[8:]]) == 2  # an id the source library does not hold
