@@ -15,7 +15,7 @@ from dynhat.data.fetch import fetch_multi30k, load_multi30k
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import ConfigError
 from dynhat.hat.text import HatVocabulary
-from dynhat.inference.checkpoint import load_checkpoint, vocab_fields, vocab_from_checkpoint
+from dynhat.inference.checkpoint import TRAINING_FIELDS, load_checkpoint, vocab_fields, vocab_from_checkpoint
 from dynhat.space import load_space
 from dynhat.train.settings import TrainSettings
 from dynhat.train.trainer import Trainer
@@ -47,9 +47,10 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
     last = Path(run_dir) / "checkpoint_last.pt"
     start = last if last.exists() else settings.init_from
     payload = load_checkpoint(start) if start else {}
-    if start and "optimizer" not in payload:
-        raise ConfigError(f"{start}: holds a model without training state (converted from HAT?); training resumes "
-                          "only from a dynhat training checkpoint", field="init-from")
+    missing = [name for name in TRAINING_FIELDS if name not in payload]
+    if start and missing:
+        raise ConfigError(f"{start}: holds a model without training state ({missing[0]}; converted from HAT?); "
+                          "training resumes only from a dynhat training checkpoint", field="init-from")
     vocab = vocab_from_checkpoint(payload, str(start)) if start else None
     data = prepare(settings, train, valid, vocab)
     epochs: dict[int, list[Batch]] = {}
