@@ -106,8 +106,8 @@ def check_state(source: str | Path, ours: Mapping[str, torch.Tensor], theirs: Ma
                         f"missing; expected shape {tuple(ours[missing[0]].shape)})")
     unexpected = [k for k in theirs if k not in ours]
     if unexpected:
-        raise DataError(f"{source}: model: {unexpected[0]}: unexpected ({len(unexpected)} weights that this design "
-                        "space does not have)")
+        raise DataError(f"{source}: model: {unexpected[0]}: unexpected ({len(unexpected)} weights that the design "
+                        "space does not have; expected only the space's own)")
     for key, tensor in ours.items():
         shape = getattr(theirs[key], "shape", None)
         if shape is None or tuple(shape) != tuple(tensor.shape):
