@@ -134,7 +134,7 @@ def test_calibration_measures_every_point_once_and_the_cost_model_is_saved(tmp_p
     for ratio, p in zip(real.length_ratios, points, strict=True):
         hyps = Translator(model, vocab, p.config, beam=p.beam).hypotheses(src)
         assert ratio == pytest.approx(sum(len(h.tokens) for h in hyps) / src_total)
-    short, long = (DynamicTranslator(model, vocab, library, 100.0, costs=real.by_threads) for _ in range(2))
+    short, long = (DynamicTranslator(model, vocab, library, 100.0, costs=real.by_threads, threads=1) for _ in range(2))
     long.length_ratios = [2 * r for r in short.length_ratios]
     assert all(long._calibrated_ms(1, i, 20) > short._calibrated_ms(1, i, 20) for i in range(3))
     # the translator starts from the calibrated ratios; traffic teaches only the point that served it
@@ -146,6 +146,37 @@ def test_calibration_measures_every_point_once_and_the_cost_model_is_saved(tmp_p
     assert all(r == b for i, (r, b) in enumerate(zip(learning.length_ratios, before, strict=True))
                if i != served.point_index)
 
+
+def test_serve_calibrates_and_saves_or_starts_from_a_saved_cost_model(tmp_path: Path, monkeypatch, capsys) -> None:
+    import torch
+
+    import dynhat.inference.checkpoint
+    import dynhat.runtime.costs
+    import dynhat.runtime.service
+    from dynhat.cli import main
+    from dynhat.inference.points import PointLibrary
+
+    model, vocab, library = toy_parts(tmp_path)
+    served: list[DynamicTranslator] = []
+    monkeypatch.setattr(dynhat.inference.checkpoint, "load_trained", lambda _path: (model, vocab))
+    monkeypatch.setattr(PointLibrary, "load", classmethod(lambda _cls, *_a, **_k: library))
+    monkeypatch.setattr(dynhat.runtime.service, "serve", lambda translator, *_a: served.append(translator))
+    command = ["serve", "toy.pt", "--points", "points.yml", "--budget-ms", "100", "--calibrate-runs", "2"]
+    saved = tmp_path / "costs.json"
+    threads = torch.get_num_threads()
+    try:
+        assert main([*command, "--save-costs", str(saved)]) == 0
+        assert served[-1].costs_by_threads == CostModel.load(saved).by_threads
+        monkeypatch.setattr(dynhat.runtime.costs, "calibrate", lambda *_a, **_k: pytest.fail("calibrated"))
+        assert main([*command, "--costs", str(saved)]) == 0  # starts from the saved model, measuring nothing
+        assert served[-1].costs_by_threads == CostModel.load(saved).by_threads and len(served) == 2
+        assert main([*command, "--costs", str(saved), "--threads", "2"]) == 2  # calibrated for 1 thread only
+        err = capsys.readouterr().err
+        assert "costs.json: costs at 2 thread(s)" in err and err.count("\n") == 1
+        with pytest.raises(SystemExit):
+            main([*command, "--costs", str(saved), "--save-costs", str(saved)])
+    finally:
+        torch.set_num_threads(threads)
 
 def test_decoding_variants_are_served_at_their_own_beam_and_ranked_below_their_parent(tmp_path: Path) -> None:
     model, vocab, library = toy_parts(tmp_path)
@@ -241,6 +272,17 @@ def test_scenario_runs_dynamic_and_static_with_the_same_budgets(tmp_path: Path) 
     rows = experiment.table()
     assert {row["phase"] for row in rows} == {"a", "b", "c", "overall"}
 
+
+def test_the_scenario_saves_the_cost_model_it_calibrated(tmp_path: Path) -> None:
+    from dynhat.recipes.scenario import calibrated_translator
+
+    model, vocab, library = toy_parts(tmp_path)
+    scenario = Scenario((Phase("a", 4),), threads=1, budget_ms=60_000.0)
+    dyn = calibrated_translator(model, vocab, library, scenario, sentences(4), calibrate_runs=2,
+                                save_costs=tmp_path / "costs.json")
+    saved = CostModel.load(tmp_path / "costs.json")
+    assert saved.by_threads == dyn.costs_by_threads and saved.length_ratios == dyn.length_ratios
+    assert saved.points == [p.id for p in dyn.points]
 
 def test_free_cores_sees_a_busy_process_on_this_processs_cpu() -> None:
     before = os.sched_getaffinity(0)

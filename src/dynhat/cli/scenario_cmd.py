@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     scenario.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     scenario.add_argument("--no-static", action="store_true", help="only the dynamic translator")
     scenario.add_argument("--calibrate-runs", type=integer(1), default=10)
+    scenario.add_argument("--save-costs", default=None, metavar="FILE",
+                          help="save the cost model calibrated on validation sentences, for `dynhat serve --costs`")
     scenario.set_defaults(func=_scenario)
 
 
@@ -34,6 +36,7 @@ def _scenario(args: argparse.Namespace) -> int:
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     _, experiment = scenario_experiment(model, vocab, library, scenario, load_multi30k("test_2016_flickr", root),
-                                        load_multi30k("val", root), args.calibrate_runs, static=not args.no_static)
+                                        load_multi30k("val", root), args.calibrate_runs, static=not args.no_static,
+                                        save_costs=args.save_costs)
     print(write_experiment(experiment, args.out_dir))
     return 0

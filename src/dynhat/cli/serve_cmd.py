@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
     serve.add_argument("--calibrate-runs", type=integer(1), default=10)
+    costs = serve.add_mutually_exclusive_group()
+    costs.add_argument("--costs", default=None, metavar="FILE",
+                       help="start from this saved cost model instead of calibrating (points and threads must match)")
+    costs.add_argument("--save-costs", default=None, metavar="FILE",
+                       help="save the calibrated cost model here, for a later --costs")
     serve.add_argument("--max-inflight", type=integer(1), default=4,
                        help="requests translating at once; more get 503 + Retry-After instead of queueing")
     serve.add_argument("--max-body-kb", type=integer(1), default=256, help="larger request bodies get 413 unread")
@@ -39,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dynhat.errors import ConfigError
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
+    from dynhat.runtime.costs import CostModel, calibrate
     from dynhat.runtime.dynamic import DynamicTranslator
     from dynhat.runtime.service import ServiceLimits, serve
 
@@ -53,7 +59,14 @@ def _serve(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
-    translator = DynamicTranslator(model, vocab, library, args.budget_ms, calibrate_runs=args.calibrate_runs,
-                                   threads=args.threads, adapt_threads=not args.fixed_threads)
+    if args.costs is not None:
+        costs = CostModel.load(args.costs)
+        costs.check(library.efficient(), args.threads, source=args.costs)
+    else:  # seconds per point and thread count
+        costs = calibrate(model, vocab, library.efficient(), args.threads, args.calibrate_runs)
+        if args.save_costs is not None:
+            costs.save(args.save_costs)
+    translator = DynamicTranslator(model, vocab, library, args.budget_ms, costs=costs, threads=args.threads,
+                                   adapt_threads=not args.fixed_threads)
     serve(translator, args.host, args.port, limits)
     return 0

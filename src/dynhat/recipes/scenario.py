@@ -8,6 +8,7 @@ scenario's thread count; the experiment runs it against every point served as a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from dynhat.data.corpus import ParallelCorpus
@@ -32,19 +33,24 @@ class Target(NamedTuple):
 
 
 def calibrated_translator(model: Any, vocab: TextVocabulary, library: PointLibrary, scenario: Scenario,
-                          calibration: Sequence[str], calibrate_runs: int = 10) -> DynamicTranslator:
-    """A translator for ``library``, calibrated at the scenario's thread count on ``calibration`` sentences."""
+                          calibration: Sequence[str], calibrate_runs: int = 10,
+                          save_costs: str | Path | None = None) -> DynamicTranslator:
+    """A translator for ``library``, calibrated at the scenario's thread count on ``calibration`` sentences; the
+    cost model saved to ``save_costs`` when given (``CostModel.load``, ``dynhat serve --costs``)."""
     with pinned(None, scenario.threads):
         costs = calibrate(model, vocab, library.efficient(), scenario.threads, calibrate_runs,
                           list(calibration[:CALIBRATION_SENTENCES]))
+    if save_costs is not None:
+        costs.save(save_costs)
     return DynamicTranslator(model, vocab, library, 1000.0, costs=costs)
 
 
 def scenario_experiment(model: Any, vocab: TextVocabulary, library: PointLibrary, scenario: Scenario,
                         test: ParallelCorpus, valid: ParallelCorpus, calibrate_runs: int = 10, static: bool = True,
-                        ) -> tuple[DynamicTranslator, Experiment]:
-    """Calibrate on ``valid``, then run the scenario on ``test``: dynamic, and (``static``) every point alone."""
-    translator = calibrated_translator(model, vocab, library, scenario, valid.src, calibrate_runs)
+                        save_costs: str | Path | None = None) -> tuple[DynamicTranslator, Experiment]:
+    """Calibrate on ``valid`` (the cost model saved to ``save_costs`` when given), then run the scenario on
+    ``test``: dynamic, and (``static``) every point alone."""
+    translator = calibrated_translator(model, vocab, library, scenario, valid.src, calibrate_runs, save_costs)
     return translator, run_experiment(translator, scenario, test.src, test.tgt, static=static)
 
 

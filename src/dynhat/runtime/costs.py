@@ -108,7 +108,7 @@ def calibrate(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[O
     The fit is shared by the points of a thread count and beam: what serving adds (tokenizing, the beam's
     bookkeeping, the per-call overhead) depends on the beam, not on the point's widths, and a fit per point on
     a dozen noisy timings can give the fastest point the largest overhead, which ranked it slower than the next
-    one and made the controller fall back to the wrong point when nothing fitted (session 5). Real
+    one and made the controller fall back to the wrong point when nothing fitted. Real
     ``sentences`` also give each point's first output/source length ratio (the default 1.2 guessed outputs
     ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
     corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md)."""

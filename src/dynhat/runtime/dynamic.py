@@ -1,16 +1,16 @@
 """A translator that keeps meeting a latency budget by switching operating points of one SuperTransformer.
 
-All points share the SuperTransformer's weights: a switch is a look-up of the point's cached weight views (no
-copy, no reload). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding
-variant of it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by
-quality (validation loss, then the wider beam). Each point gets a cost model at each thread count from a short
-calibration with the measurement protocol (encoder and decoder time for a 30-token sentence at the point's beam),
-scaled to each sentence's length; the slowdown tracker of that thread count turns it into what this request should
-take now, and the policy picks the point. The thread count follows the cores that other processes leave free:
-intra-op threads that must share a core with a busy process stall every parallel region (measured in
-docs/runtime.md), so when cores are taken the translator uses fewer threads rather than fight for them. A
-request runs entirely on the point chosen when it started, and its result says which point and thread count that
-was and how long it took.
+All points share the SuperTransformer's weights: a switch is a look-up of the point's cached weight views (no copy,
+no reload). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding variant of
+it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by quality
+(validation loss, then the wider beam). Each point has a cost model at each thread count, given to the constructor
+(``runtime.costs.calibrate``: a short calibration with the measurement protocol, encoder and decoder time for a
+30-token sentence at the point's beam; or a saved ``CostModel``), scaled to each sentence's length; the slowdown
+tracker of that thread count turns it into what this request should take now, and the policy picks the point. The
+thread count follows the cores that other processes leave free: intra-op threads that must share a core with a busy
+process stall every parallel region (measured in docs/runtime.md), so when cores are taken the translator uses fewer
+threads rather than fight for them. A request runs entirely on the point chosen when it started, and its result says
+which point and thread count that was and how long it took.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dynhat.errors import BudgetUnmeetable
 from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
-from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost, calibrate
+from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
 from dynhat.translate.translator import TextVocabulary, Translator
 
@@ -66,14 +66,14 @@ class DynamicTranslator:
 
     ``threads`` caps the intra-op threads (default: torch's current count); with ``adapt_threads`` the translator
     uses fewer when other processes take cores, or when a count runs slower than calibrated; without it each point
-    runs at the count its calibration found fastest. ``costs`` is the points' cost model (``runtime.costs``:
-    calibrated and saved before, or given as one list per thread count or one list for every count); without it
-    the translator calibrates itself first.
+    runs at the count its calibration found fastest. ``costs`` is the points' cost model (``runtime.costs``: from
+    ``calibrate`` or ``CostModel.load``, or given as one list per thread count or one list for every count); the
+    translator measures nothing itself.
     """
 
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
-                 policy: Policy | None = None, calibrate_runs: int = 10,
-                 costs: CostModel | Sequence[PointCost] | Mapping[int, Sequence[PointCost]] | None = None,
+                 policy: Policy | None = None, *,
+                 costs: CostModel | Sequence[PointCost] | Mapping[int, Sequence[PointCost]],
                  max_budget_ms: float = 60_000.0, threads: int | None = None, adapt_threads: bool = True) -> None:
         import torch
 
@@ -95,9 +95,7 @@ class DynamicTranslator:
         self.translators = [Translator(model, vocab, p.config, beam=p.beam) for p in self.points]
         for p in self.points:
             model.weights(p.config)  # slice every point once now: later switches are look-ups
-        if costs is None:  # a caller without a cost model (the serve command): calibrate now, seconds per point
-            costs = calibrate(model, vocab, self.points, self.calibrated_threads, calibrate_runs)
-        elif not isinstance(costs, CostModel):
+        if not isinstance(costs, CostModel):
             costs = CostModel.given(self.points, costs, self.calibrated_threads)
         costs.check(self.points, self.calibrated_threads)
         self.costs_by_threads = costs.by_threads

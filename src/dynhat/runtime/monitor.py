@@ -125,7 +125,7 @@ class SlowdownTracker:
     requests in budget. The excess is in milliseconds, not a ratio: a busy process that takes the core for a time
     slice delays a 15 ms request and a 60 ms one by about the same time, so the scatter of the fast point's ratios
     (up to 2.5x on this machine) overstated the larger points' cost and held the translator on its floor for a
-    whole phase of competing load in session 8, where the larger points fitted.
+    whole phase of competing load in which the larger points fitted.
     """
 
     quantile = 0.9
