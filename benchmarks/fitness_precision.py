@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import random
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.space.sampling import largest, sample, smallest
 
@@ -37,9 +34,12 @@ def main() -> None:
     parser.add_argument("--valid-sentences", type=int, default=100)
     parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     model, vocab = load_trained(args.checkpoint)
     valid = validation_subset(load_multi30k("val", shared_data_dir() / "multi30k"), args.valid_sentences)
     configs = [largest(model.space), smallest(model.space)] + [sample(model.space, random.Random(i)) for i in range(4)]

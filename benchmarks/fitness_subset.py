@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import random
 import sys
 import time
@@ -21,7 +20,6 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,9 +54,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (one thread)")
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     model, vocab = load_trained(args.checkpoint)
     valid = load_multi30k("val", shared_data_dir() / "multi30k")
     rng = random.Random(0)
@@ -66,23 +67,22 @@ def main() -> None:
     latency = predictor_latency(LatencyPredictor.load(args.predictor))
     lat = np.array([latency(c) for c in configs])
     quartile = np.searchsorted(np.quantile(lat, [0.25, 0.5, 0.75]), lat)
-    with pinned(None, 1):
-        full_fitness = LossFitness(model, vocab, valid, precision=args.precision)
-        full, full_s = losses(full_fitness, configs)
-        rows = []
-        for size in (int(s) for s in args.sizes.split(",")):
-            for seed in range(args.seeds):
-                sub, sub_s = losses(LossFitness(model, vocab, validation_subset(valid, size, seed),
-                                                precision=args.precision), configs)
-                pairs = list(combinations(range(len(configs)), 2))
-                concordant = np.mean([(full[i] - full[j]) * (sub[i] - sub[j]) > 0 for i, j in pairs])
-                regrets = []
-                for q in range(4):
-                    members = np.flatnonzero(quartile == q)
-                    regrets.append(full[members[np.argmin(sub[members])]] - full[members].min())
-                rows.append((size, seed, spearmanr(full, sub).statistic, concordant, np.mean(regrets),
-                             np.max(regrets), sub_s))
-                print(rows[-1], flush=True)
+    full_fitness = LossFitness(model, vocab, valid, precision=args.precision)
+    full, full_s = losses(full_fitness, configs)
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for seed in range(args.seeds):
+            sub, sub_s = losses(LossFitness(model, vocab, validation_subset(valid, size, seed),
+                                            precision=args.precision), configs)
+            pairs = list(combinations(range(len(configs)), 2))
+            concordant = np.mean([(full[i] - full[j]) * (sub[i] - sub[j]) > 0 for i, j in pairs])
+            regrets = []
+            for q in range(4):
+                members = np.flatnonzero(quartile == q)
+                regrets.append(full[members[np.argmin(sub[members])]] - full[members].min())
+            rows.append((size, seed, spearmanr(full, sub).statistic, concordant, np.mean(regrets),
+                         np.max(regrets), sub_s))
+            print(rows[-1], flush=True)
     info = machine_info()
     lines = [HEADING, "",
              f"Command: `python benchmarks/fitness_subset.py {args.checkpoint} {args.predictor} --configs "

@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
@@ -27,7 +24,7 @@ from results_file import RESULTS, write_result
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
 from dynhat.inference.checkpoint import load_checkpoint, load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import file_sha256
 from dynhat.io import atomic_write_text
 from dynhat.recipes.evaluate import evaluate
@@ -55,9 +52,12 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON of scores already computed (read, then written with this run's)")
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     root = shared_data_dir() / "multi30k"
     test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
     supernet, super_vocab = load_trained(args.supertransformer)

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.latency.collect import CollectSettings, collect
 from dynhat.latency.dataset import load_collection
 from dynhat.latency.ensemble import EnsemblePredictor
@@ -51,9 +49,13 @@ def main() -> None:
     parser.add_argument("--name", default=None,
                         help="results/NAME.md to write (default latency_own_SPACE, with _paired for --paired)")
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
+    # one thread for the fits and evaluations too: two threads on one pinned core stall each other
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     out = Path(args.out_dir)
     base = CollectSettings(space=args.space, configs=args.configs, runs=args.runs, warmup=args.warmup,
                            vocab_size=args.vocab, paired=args.paired)

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.io import atomic_write
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings
@@ -44,9 +41,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "runs" / "points.yml"))
     parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     model, vocab = load_trained(args.checkpoint)
     predictor = LatencyPredictor.load(args.predictor)
     n = args.points

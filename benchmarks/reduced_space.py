@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import os
 import sys
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_checkpoint, load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings
@@ -76,9 +73,12 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "reduction"))
     parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

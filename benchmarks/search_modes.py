@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
@@ -65,9 +62,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    torch.set_num_threads(1)  # fits and evaluations too: two threads on one pinned core stall each other
+    # one thread for the fits and evaluations too: two threads on one pinned core stall each other
+    with pinned(None if args.cpu is None else [args.cpu], 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     model, vocab = load_trained(args.checkpoint)
     space = model.space
     predictor = LatencyPredictor.load(args.predictor)
@@ -81,47 +82,46 @@ def main() -> None:
              f"{args.iterations}{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "
              f"{machine_info()['cpu']}, 1 thread). Constraints (predicted ms): "
              f"{', '.join(f'{c:g}' for c in constraints)}.", ""]
-    with pinned(None, 1):
-        fitness = LossFitness(model, vocab, valid)
-        unit = {}
-        for name, config in (("smallest", smallest(space)), ("middle", middle(space)), ("largest", largest(space))):
-            times = []
-            for _ in range(3):
-                fitness.cache.clear()
-                start = time.perf_counter()
-                fitness(config)
-                times.append(time.perf_counter() - start)
-            unit[name] = statistics.median(times)
-        per_eval = statistics.fmean(unit.values())
-        lines += [f"Unit cost: one validation loss on {len(valid.src)} sentences takes "
-                  + ", ".join(f"{v:.2f} s ({k})" for k, v in unit.items()) + f"; mean {per_eval:.2f} s.", ""]
+    fitness = LossFitness(model, vocab, valid)
+    unit = {}
+    for name, config in (("smallest", smallest(space)), ("middle", middle(space)), ("largest", largest(space))):
+        times = []
+        for _ in range(3):
+            fitness.cache.clear()
+            start = time.perf_counter()
+            fitness(config)
+            times.append(time.perf_counter() - start)
+        unit[name] = statistics.median(times)
+    per_eval = statistics.fmean(unit.values())
+    lines += [f"Unit cost: one validation loss on {len(valid.src)} sentences takes "
+              + ", ".join(f"{v:.2f} s ({k})" for k, v in unit.items()) + f"; mean {per_eval:.2f} s.", ""]
 
-        hat = EvolutionSettings()
-        stand_in = Counting(lambda c: -count_macs(c, space, len(vocab)) / 1e9)
-        per_constraint_unique = 0
-        for c in constraints:
-            local = Counting(stand_in)
-            evolve(space, local, latency, c, hat, progress=False, fastest_ms=fastest)
-            per_constraint_unique += len(local.seen)
-        lines += ["HAT's settings (population 125, 30 iterations), 6 constraints; evaluation counts from a run with an "
-                  "analytic stand-in score, wall time = count x the mean unit cost above:", "",
-                  "| fitness evaluations | count | estimated time on this machine |", "| --- | --- | --- |"]
-        for name, count in (("no cache (HAT: every member, every iteration)", stand_in.calls),
-                            ("cache per constraint", per_constraint_unique),
-                            ("one cache shared by the 6 constraints", len(stand_in.seen))):
-            lines.append(f"| {name} | {count:,} | {count * per_eval / 60:.0f} min |")
+    hat = EvolutionSettings()
+    stand_in = Counting(lambda c: -count_macs(c, space, len(vocab)) / 1e9)
+    per_constraint_unique = 0
+    for c in constraints:
+        local = Counting(stand_in)
+        evolve(space, local, latency, c, hat, progress=False, fastest_ms=fastest)
+        per_constraint_unique += len(local.seen)
+    lines += ["HAT's settings (population 125, 30 iterations), 6 constraints; evaluation counts from a run with an "
+              "analytic stand-in score, wall time = count x the mean unit cost above:", "",
+              "| fitness evaluations | count | estimated time on this machine |", "| --- | --- | --- |"]
+    for name, count in (("no cache (HAT: every member, every iteration)", stand_in.calls),
+                        ("cache per constraint", per_constraint_unique),
+                        ("one cache shared by the 6 constraints", len(stand_in.seen))):
+        lines.append(f"| {name} | {count:,} | {count * per_eval / 60:.0f} min |")
 
-        budget = EvolutionSettings.for_population(args.population, iterations=args.iterations)
-        fitness.cache.clear()
-        fitness.evaluations = fitness.lookups = 0
-        start = time.perf_counter()
-        evo = {c: evolve(space, fitness, latency, c, budget, progress=True, fastest_ms=fastest) for c in constraints}
-        evo_s, evo_evals = time.perf_counter() - start, fitness.evaluations
-        fitness_pareto = LossFitness(model, vocab, valid)
-        generations = max(1, round(evo_evals / args.population))
-        start = time.perf_counter()
-        front = pareto_search(space, fitness_pareto, latency, args.population, generations, progress=True)
-        par_s, par_evals = time.perf_counter() - start, fitness_pareto.evaluations
+    budget = EvolutionSettings.for_population(args.population, iterations=args.iterations)
+    fitness.cache.clear()
+    fitness.evaluations = fitness.lookups = 0
+    start = time.perf_counter()
+    evo = {c: evolve(space, fitness, latency, c, budget, progress=True, fastest_ms=fastest) for c in constraints}
+    evo_s, evo_evals = time.perf_counter() - start, fitness.evaluations
+    fitness_pareto = LossFitness(model, vocab, valid)
+    generations = max(1, round(evo_evals / args.population))
+    start = time.perf_counter()
+    front = pareto_search(space, fitness_pareto, latency, args.population, generations, progress=True)
+    par_s, par_evals = time.perf_counter() - start, fitness_pareto.evaluations
     lines += ["", f"Affordable budget, real fitness: HAT's evolution with population {args.population} and "
               f"{args.iterations} iterations per constraint and one shared cache: {evo_evals} evaluations, "
               f"{evo_s / 60:.1f} min for the 6 constraints ({evo_s / 6:.0f} s each); NSGA-II with population "

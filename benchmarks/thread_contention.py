@@ -17,14 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.runtime.load import background_load
 from dynhat.space.sampling import largest, smallest
 from dynhat.translate.translator import Translator
@@ -32,6 +30,17 @@ from dynhat.translate.translator import Translator
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "thread_contention.md"
 HEADING = "## Threads against competing load"
+
+
+def _latency(translator: Translator, sources: list[str]) -> tuple[float, float]:
+    """Median and largest milliseconds of translating each of ``sources`` alone, after a warm-up."""
+    translator.hypotheses(sources[:2])  # warm-up
+    lat = []
+    for s in sources:
+        start = time.perf_counter()
+        translator.hypotheses([s])
+        lat.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(lat), max(lat)
 
 
 def main() -> None:
@@ -50,14 +59,8 @@ def main() -> None:
                 time.sleep(0.5)
                 medians = {}
                 for threads in range(1, cores + 1):
-                    torch.set_num_threads(threads)
-                    translator.hypotheses(sources[:2])  # warm-up
-                    lat = []
-                    for s in sources:
-                        start = time.perf_counter()
-                        translator.hypotheses([s])
-                        lat.append((time.perf_counter() - start) * 1e3)
-                    medians[threads] = (statistics.median(lat), max(lat))
+                    with pinned(None, threads):
+                        medians[threads] = _latency(translator, sources)
             rows.append((name, load, medians))
             print(name, load, medians, flush=True)
     info = machine_info()
