@@ -27,13 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.latency.ensemble import EnsemblePredictor
 from dynhat.latency.features import hat_derived_features
 from dynhat.latency.hat_predictor import HatPredictor
@@ -120,7 +119,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "latency_predictor_hat.md",
                         help="markdown file to write (default results/latency_predictor_hat.md)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    with pinned(None, args.threads):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, with ``--threads`` intra-op threads."""
     command = " ".join(["python", "benchmarks/latency_predictor_hat.py", *sys.argv[1:]])
     latency_dir = args.data / "hat" / "latency"
     tables = {name: read_hat_csv(latency_dir / name) for name in FILES}

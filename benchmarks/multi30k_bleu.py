@@ -13,11 +13,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.inference.measure import pinned
 from dynhat.recipes.evaluate import evaluate
 from dynhat.space import largest, middle, smallest
 from dynhat.space.cost import count_params
@@ -34,7 +34,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="multi30k_bleu", help="results/NAME.md to write")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    with pinned(None, args.threads):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, with ``--threads`` intra-op threads."""
     model, vocab = load_trained(args.checkpoint)
     state = load_checkpoint(args.checkpoint)["state"]
     space = model.space

@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
@@ -109,5 +107,5 @@ def write_docs(args: argparse.Namespace, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    main()
+    with pinned(None, 1):
+        main()

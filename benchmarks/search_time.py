@@ -19,14 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.search.evolution import EvolutionSettings, evolve, fastest_latency
 from dynhat.search.fitness import LossFitness, validation_subset
@@ -51,7 +49,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT,
                         help="markdown file to update (default results/search_time.md; earlier settings' rows kept)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    with pinned(None, 1):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, with one intra-op thread."""
     model, vocab = load_trained(args.checkpoint)
     space = model.space
     latency = predictor_latency(LatencyPredictor.load(args.predictor))

@@ -27,7 +27,7 @@ from results_file import RESULTS, write_result
 from dynhat.data.batching import TokenBatcher
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
 from dynhat.data.vocab import Vocabulary
-from dynhat.inference.measure import machine_info
+from dynhat.inference.measure import machine_info, pinned
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.space import largest, load_space, sample
 from dynhat.train.loss import label_smoothed_nll
@@ -42,7 +42,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=6, help="updates per round and variant")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    with pinned(None, args.threads):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The benchmark, with ``--threads`` intra-op threads."""
     torch.manual_seed(0)
     mirror = shared_data_dir() / "multi30k"
     train = load_multi30k("train", fetch_multi30k(None, mirror if mirror.is_dir() else None, progress=False))
