@@ -164,19 +164,18 @@ def test_serve_calibrates_and_saves_or_starts_from_a_saved_cost_model(tmp_path: 
     command = ["serve", "toy.pt", "--points", "points.yml", "--budget-ms", "100", "--calibrate-runs", "2"]
     saved = tmp_path / "costs.json"
     threads = torch.get_num_threads()
-    try:
-        assert main([*command, "--save-costs", str(saved)]) == 0
-        assert served[-1].costs_by_threads == CostModel.load(saved).by_threads
-        monkeypatch.setattr(dynhat.runtime.costs, "calibrate", lambda *_a, **_k: pytest.fail("calibrated"))
-        assert main([*command, "--costs", str(saved)]) == 0  # starts from the saved model, measuring nothing
-        assert served[-1].costs_by_threads == CostModel.load(saved).by_threads and len(served) == 2
-        assert main([*command, "--costs", str(saved), "--threads", "2"]) == 2  # calibrated for 1 thread only
-        err = capsys.readouterr().err
-        assert "costs.json: costs at 2 thread(s)" in err and err.count("\n") == 1
-        with pytest.raises(SystemExit):
-            main([*command, "--costs", str(saved), "--save-costs", str(saved)])
-    finally:
-        torch.set_num_threads(threads)
+    assert main([*command, "--save-costs", str(saved)]) == 0
+    assert served[-1].costs_by_threads == CostModel.load(saved).by_threads
+    monkeypatch.setattr(dynhat.runtime.costs, "calibrate", lambda *_a, **_k: pytest.fail("calibrated"))
+    assert main([*command, "--costs", str(saved)]) == 0  # starts from the saved model, measuring nothing
+    assert served[-1].costs_by_threads == CostModel.load(saved).by_threads and len(served) == 2
+    assert main([*command, "--costs", str(saved), "--threads", "2"]) == 2  # calibrated for 1 thread only
+    err = capsys.readouterr().err
+    assert "costs.json: costs at 2 thread(s)" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main([*command, "--costs", str(saved), "--save-costs", str(saved)])
+    assert torch.get_num_threads() == threads  # the command restores what it set
+
 
 def test_decoding_variants_are_served_at_their_own_beam_and_ranked_below_their_parent(tmp_path: Path) -> None:
     model, vocab, library = toy_parts(tmp_path)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dynhat.cli.args import integer, real
+
+if TYPE_CHECKING:
+    from dynhat.runtime.dynamic import DynamicTranslator
 
 #: When set, ``PUT /budget`` needs ``Authorization: Bearer <its value>`` (an environment variable, so the token
 #: does not show in the process list).
@@ -39,13 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    import torch
-
     from dynhat.errors import ConfigError
-    from dynhat.inference.checkpoint import load_trained
-    from dynhat.inference.points import PointLibrary
-    from dynhat.runtime.costs import CostModel, calibrate
-    from dynhat.runtime.dynamic import DynamicTranslator
+    from dynhat.inference.measure import pinned
     from dynhat.runtime.service import ServiceLimits, serve
 
     try:
@@ -56,17 +55,27 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     if not 0 < args.budget_ms <= 60_000 or args.threads < 1:
         raise ConfigError("--budget-ms must be in (0, 60000] and --threads >= 1")
-    torch.set_num_threads(args.threads)
+    with pinned(None, args.threads):
+        serve(_translator(args), args.host, args.port, limits)
+    return 0
+
+
+def _translator(args: argparse.Namespace) -> DynamicTranslator:
+    """The checkpoint's translator over the library's points, with the saved cost model (``--costs``) or one
+    calibrated now (seconds per point and thread count; saved to ``--save-costs`` when given)."""
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary
+    from dynhat.runtime.costs import CostModel, calibrate
+    from dynhat.runtime.dynamic import DynamicTranslator
+
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
     if args.costs is not None:
         costs = CostModel.load(args.costs)
         costs.check(library.efficient(), args.threads, source=args.costs)
-    else:  # seconds per point and thread count
+    else:
         costs = calibrate(model, vocab, library.efficient(), args.threads, args.calibrate_runs)
         if args.save_costs is not None:
             costs.save(args.save_costs)
-    translator = DynamicTranslator(model, vocab, library, args.budget_ms, costs=costs, threads=args.threads,
-                                   adapt_threads=not args.fixed_threads)
-    serve(translator, args.host, args.port, limits)
-    return 0
+    return DynamicTranslator(model, vocab, library, args.budget_ms, costs=costs, threads=args.threads,
+                             adapt_threads=not args.fixed_threads)
