@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+from helpers.toy_checkpoint import toy_checkpoint
 from helpers.toy_runtime import toy_parts
 from helpers.toy_train import TOY_SPACE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynhat.errors import DynhatError
+from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.points import PointLibrary
 from dynhat.latency.collect import COLUMNS, collect
 from dynhat.latency.dataset import load_collection
@@ -238,3 +241,53 @@ def test_an_edited_collection_or_sidecar_is_loaded_or_refused_cleanly(collection
     (tmp_path / "lat.csv").write_text(text)
     (tmp_path / "lat.csv.json").write_text(sidecar)
     _clean(load_collection, tmp_path / "lat.csv")
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("checkpoint") / "toy.pt"
+    toy_checkpoint(path)
+    load_trained(path)
+    return torch.load(path, weights_only=True)
+
+
+def _damaged(payload: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
+    """The payload with one thing wrong that loading must notice."""
+    payload = dict(payload)
+    model = dict(payload["model"])
+    key = data.draw(st.sampled_from(sorted(model)), label="weight")
+    damage = data.draw(st.sampled_from(["drop weight", "extra weight", "reshape weight", "vocab size", "drop field",
+                                        "settings"]), label="damage")
+    if damage == "drop weight":
+        del model[key]
+    elif damage == "extra weight":
+        model[f"{key}.extra"] = torch.zeros(1)
+    elif damage == "reshape weight":
+        model[key] = torch.zeros(*(s + 1 for s in model[key].shape)) if model[key].dim() else torch.zeros(2)
+    elif damage == "vocab size":
+        payload["vocab_size"] = payload["vocab_size"] + data.draw(st.sampled_from([-1, 1, 1000]), label="by")
+    elif damage == "drop field":
+        del payload[data.draw(st.sampled_from(["model", "space", "vocab", "vocab_size", "settings"]), label="field")]
+    else:
+        payload["settings"] = data.draw(st.sampled_from([[], "x", {"dropout": "high"}, None]), label="settings")
+    payload["model"] = model
+    return payload
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_damaged_checkpoint_is_refused(checkpoint: dict[str, Any], tmp_path: Path, data: st.DataObject) -> None:
+    path = tmp_path / "damaged.pt"
+    torch.save(_damaged(checkpoint, data), path)
+    _refused(load_trained, path)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=400), keep=st.integers(0, 4000))
+def test_random_or_truncated_checkpoint_bytes_are_refused(checkpoint: dict[str, Any], tmp_path: Path, raw: bytes,
+                                                          keep: int) -> None:
+    path = tmp_path / "bytes.pt"
+    torch.save(checkpoint, path)
+    path.write_bytes(path.read_bytes()[:keep] + raw)
+    _clean(load_trained, path)
