@@ -15,17 +15,20 @@ stops the server:
 - ``PUT /budget`` changes the budget of every client: with a ``budget_token`` it needs
   ``Authorization: Bearer TOKEN`` (401 without).
 
-Handlers are plain functions, which FastAPI runs in its thread pool, so requests are served concurrently; the
-translator keeps each request on one operating point.
+Translations run on ``max_inflight`` worker threads of their own, so requests are served concurrently and the
+threads touching the model stay few; the translator keeps each request on one operating point.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +181,9 @@ def create_app(translator: DynamicTranslator, limits: ServiceLimits | None = Non
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     slots = _Slots(limits.max_inflight)
+    # The model runs on max_inflight threads of its own, not on the server's pool of ~40: every thread that
+    # allocates tensors gets an allocator arena of its own, and resident memory grew with the threads used.
+    workers = ThreadPoolExecutor(max_workers=limits.max_inflight, thread_name_prefix="dynhat-translate")
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -205,7 +211,7 @@ def create_app(translator: DynamicTranslator, limits: ServiceLimits | None = Non
         return {"budget_ms": translator.budget_ms}
 
     @app.post("/translate")
-    def translate(request: TranslateRequest) -> dict[str, Any]:
+    async def translate(request: TranslateRequest) -> dict[str, Any]:
         if request.text is not None:
             named = [("text", request.text)]
         else:
@@ -215,7 +221,8 @@ def create_app(translator: DynamicTranslator, limits: ServiceLimits | None = Non
             raise HTTPException(status_code=503, headers={"Retry-After": "1"},
                                 detail=f"{limits.max_inflight} requests are being translated; retry shortly")
         try:
-            return {"translations": _translate_all(translator, named, request, limits.request_seconds)}
+            work = functools.partial(_translate_all, translator, named, request, limits.request_seconds)
+            return {"translations": await asyncio.get_running_loop().run_in_executor(workers, work)}
         finally:
             slots.leave()
 
