@@ -78,7 +78,7 @@ def time_translation(model: Seq2SeqModel, config: SubTransformerConfig | None, s
     mid = time.perf_counter()
     if beam > 1:
         enc = enc.reorder(torch.zeros(beam, dtype=torch.long))
-    state = model.init_state(enc, config)
+    state = model.init_state(enc, config, tgt_len)
     tokens = torch.full((beam,), model.eos_idx, dtype=torch.long)
     for _ in range(tgt_len):
         tokens = model.decode_step(tokens, state, config).argmax(-1)

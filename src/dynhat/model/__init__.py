@@ -1,7 +1,8 @@
 """Step 2 of the pipeline: the elastic SuperTransformer and the dense models extracted from it."""
 
 from dynhat.model.dense import DenseTransformer, extract
-from dynhat.model.functional import DecoderState, EncoderOut
+from dynhat.model.functional import EncoderOut
+from dynhat.model.incremental import DecoderState
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.model.supertransformer import ModelSettings, SuperTransformer
 

@@ -9,6 +9,10 @@ Pre-norm (a space with ``normalize-before``, weights with final norms) normalise
 of the residual sum, and normalises a stack's output with its final norm: for a SubTransformer of any depth the
 final norm follows its last active layer, so a shallow SubTransformer reads a normalised stream as the deep ones
 do. Arbitrary attention then reads each attended encoder layer's output through the final norm.
+
+Every projection goes through ``linear``, which runs a float weight with ``F.linear`` and a packed one (int8,
+``dynhat.model.quantized``) with its own kernel, so one implementation serves both precisions. The incremental
+decoder (one position a step, preallocated caches) is ``dynhat.model.incremental``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dynhat.model.weights import (
     FeedForwardWeights,
     NormWeights,
     SubTransformerWeights,
+    Weight,
 )
 
 LAYER_NORM_EPS = 1e-5
@@ -51,18 +56,43 @@ def make_positions(tokens: Tensor, padding_idx: int) -> Tensor:
     return torch.cumsum(mask, dim=1) * mask + padding_idx
 
 
+def linear(x: Tensor, w: Weight, b: Tensor | None) -> Tensor:
+    """``x @ w.T + b`` for a float weight; a packed weight holds its bias and runs its own kernel."""
+    if isinstance(w, Tensor):
+        return F.linear(x, w, b)
+    return w(x)
+
+
+def embed_tokens(tokens: Tensor, table: Tensor, positions: Tensor) -> Tensor:
+    """Token embeddings scaled by sqrt(d) plus their positions' rows (one fused multiply-add)."""
+    return torch.add(positions, F.embedding(tokens, table), alpha=math.sqrt(table.shape[1]))
+
+
 def _embed(tokens: Tensor, table: Tensor, positions_table: Tensor, positions: Tensor, p: float,
            training: bool) -> Tensor:
-    x = F.embedding(tokens, table) * math.sqrt(table.shape[1]) + positions_table[positions]
-    return F.dropout(x, p, training)
+    return F.dropout(embed_tokens(tokens, table, positions_table[positions]), p, training)
 
 
-def _layer_norm(x: Tensor, w: NormWeights) -> Tensor:
+def layer_norm(x: Tensor, w: NormWeights) -> Tensor:
     return F.layer_norm(x, (w.weight.shape[0],), w.weight, w.bias, LAYER_NORM_EPS)
 
 
+
+def ffn(x: Tensor, w: FeedForwardWeights) -> Tensor:
+    """fc2(relu(fc1(x))), without dropout."""
+    h = linear(x, w.fc1_w, w.fc1_b)
+    return linear(h if w.fc1_relu else torch.relu_(h), w.fc2_w, w.fc2_b)
+
+
 def _ffn(x: Tensor, w: FeedForwardWeights, p: float, training: bool) -> Tensor:
-    return F.dropout(F.linear(F.relu(F.linear(x, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b), p, training)
+    if not training:
+        return ffn(x, w)
+    return F.dropout(linear(F.relu(linear(x, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b), p, training)
+
+
+def output_logits(x: Tensor, w: SubTransformerWeights) -> Tensor:
+    """The output projection: the shared embedding, or its packed copy."""
+    return linear(x, w.decoder_embed if w.output is None else w.output, None)
 
 
 def _split_heads(y: Tensor, parts: int, w: AttentionWeights) -> tuple[Tensor, ...]:
@@ -78,12 +108,12 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, w: AttentionWeights, mask: Tensor |
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0,
                                          is_causal=causal)
     b, _, t, _ = out.shape
-    return F.linear(out.transpose(1, 2).reshape(b, t, -1), w.out_w, w.out_b)
+    return linear(out.transpose(1, 2).reshape(b, t, -1), w.out_w, w.out_b)
 
 
 def cross_keys_values(memory: Tensor, w: AttentionWeights) -> tuple[Tensor, Tensor]:
     """Encoder-decoder keys and values: computed once per sentence, reused at every decoding step."""
-    k, v = _split_heads(F.linear(memory, w.kv_w, w.kv_b), 2, w)  # type: ignore[arg-type]
+    k, v = _split_heads(linear(memory, w.kv_w, w.kv_b), 2, w)  # type: ignore[arg-type]
     return k, v
 
 
@@ -120,46 +150,41 @@ def encode(w: SubTransformerWeights, src_tokens: Tensor, training: bool = False)
     layers: list[Tensor] = []
     for layer in w.encoder:
         x = _encoder_layer(x, layer, key_mask, p, w.attention_dropout, training, w.encoder_norm is not None)
-        layers.append(x if w.encoder_norm is None else _layer_norm(x, w.encoder_norm))
+        layers.append(x if w.encoder_norm is None else layer_norm(x, w.encoder_norm))
     return EncoderOut(layers, key_mask)
 
 
-def _sublayer_input(x: Tensor, norm: NormWeights, pre: bool) -> Tensor:
+def sublayer_input(x: Tensor, norm: NormWeights, pre: bool) -> Tensor:
     """What a sublayer reads: ``LN(x)`` in pre-norm, ``x`` itself in post-norm."""
-    return _layer_norm(x, norm) if pre else x
+    return layer_norm(x, norm) if pre else x
 
 
-def _add(x: Tensor, h: Tensor, norm: NormWeights, pre: bool) -> Tensor:
+def residual(x: Tensor, h: Tensor, norm: NormWeights, pre: bool) -> Tensor:
     """The residual sum: ``x + h`` in pre-norm, ``LN(x + h)`` in post-norm (HAT's)."""
-    return x + h if pre else _layer_norm(x + h, norm)
+    return x + h if pre else layer_norm(x + h, norm)
 
 
 def _encoder_layer(x: Tensor, w: EncoderLayerWeights, key_mask: Tensor | None, p: float, p_attn: float,
                    training: bool, pre: bool = False) -> Tensor:
-    y = _sublayer_input(x, w.self_attn_norm, pre)
-    q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+    y = sublayer_input(x, w.self_attn_norm, pre)
+    q, k, v = _split_heads(linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
     h = _attend(q, k, v, w.self_attn, key_mask, False, p_attn, training)
-    x = _add(x, F.dropout(h, p, training), w.self_attn_norm, pre)
-    return _add(x, _ffn(_sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
+    x = residual(x, F.dropout(h, p, training), w.self_attn_norm, pre)
+    return residual(x, _ffn(sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
 
 
-def _decoder_layer(x: Tensor, w: DecoderLayerWeights, self_kv: tuple[Tensor, Tensor] | None,
-                   cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None, p: float, p_attn: float,
-                   training: bool, pre: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """One decoder layer. ``self_kv`` given: incremental step appending to that cache; None: full causal pass."""
-    y = _sublayer_input(x, w.self_attn_norm, pre)
-    q, k, v = _split_heads(F.linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
-    if self_kv is not None:
-        k = torch.cat([self_kv[0], k], dim=2)
-        v = torch.cat([self_kv[1], v], dim=2)
-    h = _attend(q, k, v, w.self_attn, None, self_kv is None and x.shape[1] > 1, p_attn, training)
-    x = _add(x, F.dropout(h, p, training), w.self_attn_norm, pre)
-    y = _sublayer_input(x, w.cross_attn_norm, pre)
-    (cq,) = _split_heads(F.linear(y, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
+def _decoder_layer(x: Tensor, w: DecoderLayerWeights, cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None,
+                   p: float, p_attn: float, training: bool, pre: bool = False) -> Tensor:
+    """One decoder layer over every target position (causal self-attention)."""
+    y = sublayer_input(x, w.self_attn_norm, pre)
+    q, k, v = _split_heads(linear(y, w.self_attn.in_w, w.self_attn.in_b), 3, w.self_attn)
+    h = _attend(q, k, v, w.self_attn, None, x.shape[1] > 1, p_attn, training)
+    x = residual(x, F.dropout(h, p, training), w.self_attn_norm, pre)
+    y = sublayer_input(x, w.cross_attn_norm, pre)
+    (cq,) = _split_heads(linear(y, w.cross_attn.in_w, w.cross_attn.in_b), 1, w.cross_attn)
     h = _attend(cq, cross_kv[0], cross_kv[1], w.cross_attn, cross_mask, False, p_attn, training)
-    x = _add(x, F.dropout(h, p, training), w.cross_attn_norm, pre)
-    x = _add(x, _ffn(_sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
-    return x, (k, v)
+    x = residual(x, F.dropout(h, p, training), w.cross_attn_norm, pre)
+    return residual(x, _ffn(sublayer_input(x, w.final_norm, pre), w.ffn, p, training), w.final_norm, pre)
 
 
 def decode(w: SubTransformerWeights, prev_tokens: Tensor, enc: EncoderOut, training: bool = False) -> Tensor:
@@ -169,61 +194,8 @@ def decode(w: SubTransformerWeights, prev_tokens: Tensor, enc: EncoderOut, train
                training)
     for layer in w.decoder:
         memory, mask = enc.memory(layer.attended)
-        x, _ = _decoder_layer(x, layer, None, cross_keys_values(memory, layer.cross_attn), mask, p,
-                              w.attention_dropout, training, w.decoder_norm is not None)
+        x = _decoder_layer(x, layer, cross_keys_values(memory, layer.cross_attn), mask, p, w.attention_dropout,
+                           training, w.decoder_norm is not None)
     if w.decoder_norm is not None:
-        x = _layer_norm(x, w.decoder_norm)
-    return F.linear(x, w.decoder_embed)
-
-
-@dataclass
-class DecoderState:
-    """Incremental decoding cache: per layer, self-attention K/V (grows a step at a time) and the fixed
-    encoder-decoder K/V."""
-
-    self_kv: list[tuple[Tensor, Tensor] | None]
-    cross_kv: list[tuple[Tensor, Tensor]]
-    cross_mask: list[Tensor | None]
-    length: int = 0
-
-    def reorder(self, order: Tensor, cross: bool = True) -> None:
-        """Follow the surviving hypotheses in beam search (``order`` indexes the batch).
-
-        ``cross=False`` keeps the encoder-decoder keys and values as they are: right when every row of ``order``
-        comes from a row of the same sentence (a beam reshuffling its own hypotheses), whose rows all hold the
-        same encoder output; it saves copying them at every step, as fairseq does.
-        """
-        self.self_kv = [None if kv is None else (kv[0].index_select(0, order), kv[1].index_select(0, order))
-                        for kv in self.self_kv]
-        if cross:
-            self.cross_kv = [(k.index_select(0, order), v.index_select(0, order)) for k, v in self.cross_kv]
-            self.cross_mask = [None if m is None else m.index_select(0, order) for m in self.cross_mask]
-
-
-def init_state(w: SubTransformerWeights, enc: EncoderOut) -> DecoderState:
-    cross_kv, masks = [], []
-    for layer in w.decoder:
-        memory, mask = enc.memory(layer.attended)
-        cross_kv.append(cross_keys_values(memory, layer.cross_attn))
-        masks.append(mask)
-    return DecoderState([None] * len(w.decoder), cross_kv, masks)
-
-
-def decode_step(w: SubTransformerWeights, tokens: Tensor, state: DecoderState) -> Tensor:
-    """One incremental step: ``tokens`` [B] are the last outputs; returns logits [B, V]. Updates ``state``."""
-    positions = torch.full((tokens.shape[0], 1), w.padding_idx + 1 + state.length, dtype=torch.long,
-                           device=tokens.device)
-    x = _embed(tokens.unsqueeze(1), w.decoder_embed, w.decoder_positions, positions, 0.0, False)
-    for i, layer in enumerate(w.decoder):
-        x, state.self_kv[i] = _decoder_layer(x, layer, state.self_kv[i] or _empty_kv(x, layer.self_attn),
-                                             state.cross_kv[i], state.cross_mask[i], 0.0, 0.0, False,
-                                             w.decoder_norm is not None)
-    state.length += 1
-    if w.decoder_norm is not None:
-        x = _layer_norm(x, w.decoder_norm)
-    return F.linear(x[:, 0], w.decoder_embed)
-
-
-def _empty_kv(x: Tensor, w: AttentionWeights) -> tuple[Tensor, Tensor]:
-    empty = x.new_empty(x.shape[0], w.heads, 0, w.head_dim)
-    return empty, empty
+        x = layer_norm(x, w.decoder_norm)
+    return output_logits(x, w)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dynhat.model import functional
-from dynhat.model.functional import DecoderState, EncoderOut
+from dynhat.model import functional, incremental
+from dynhat.model.functional import EncoderOut
+from dynhat.model.incremental import DecoderState
 from dynhat.model.weights import SubTransformerWeights
 from dynhat.space.config import SubTransformerConfig
 
@@ -34,25 +35,27 @@ class Seq2SeqModel(nn.Module):
     def encode(self, src_tokens: Tensor, config: SubTransformerConfig | None = None) -> EncoderOut:
         return functional.encode(self.weights(config), src_tokens, self.training)
 
-    def init_state(self, enc: EncoderOut, config: SubTransformerConfig | None = None) -> DecoderState:
-        return functional.init_state(self.weights(config), enc)
+    def init_state(self, enc: EncoderOut, config: SubTransformerConfig | None = None,
+                   capacity: int | None = None) -> DecoderState:
+        """Decoder state over ``enc``; ``capacity``: the most steps expected (caches grow beyond it)."""
+        return incremental.init_state(self.weights(config), enc, capacity)
 
     def decode_step(self, tokens: Tensor, state: DecoderState,
                     config: SubTransformerConfig | None = None) -> Tensor:
         """Logits [B, V] for the next token after ``tokens`` [B]."""
-        return functional.decode_step(self.weights(config), tokens, state)
+        return incremental.decode_step(self.weights(config), tokens, state)
 
     @torch.inference_mode()
     def greedy(self, src_tokens: Tensor, max_len: int, config: SubTransformerConfig | None = None) -> Tensor:
         """Greedy translation [B, <= max_len] (eos-terminated rows, padded after eos); beam search lives in
         ``dynhat.translate``."""
         w = self.weights(config)
-        state = functional.init_state(w, functional.encode(w, src_tokens, False))
+        state = incremental.init_state(w, functional.encode(w, src_tokens, False), max_len)
         tokens = torch.full((src_tokens.shape[0],), self.eos_idx, dtype=torch.long, device=src_tokens.device)
         finished = torch.zeros_like(tokens, dtype=torch.bool)
         out = []
         for _ in range(max_len):
-            tokens = functional.decode_step(w, tokens, state).argmax(-1)
+            tokens = incremental.decode_step(w, tokens, state).argmax(-1)
             tokens = tokens.masked_fill(finished, self.padding_idx)
             out.append(tokens)
             finished |= tokens.eq(self.eos_idx)

@@ -8,10 +8,22 @@ functions in ``dynhat.model.functional``, so they cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
 from torch import Tensor
 
 from dynhat.space.config import SubTransformerConfig
+
+
+class PackedLinear(Protocol):
+    """A projection whose weight is stored for a kernel of its own (e.g. int8, ``dynhat.model.quantized``): it
+    holds its bias and is called on the input. ``functional.linear`` runs either kind."""
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+#: a projection's weight: a float matrix for ``F.linear``, or a packed projection
+Weight: TypeAlias = Tensor | PackedLinear
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +35,11 @@ class AttentionWeights:
     or ``[head, part, dim]`` (True, used when the head width is fixed, so a prefix of rows is whole heads).
     """
 
-    in_w: Tensor
+    in_w: Weight
     in_b: Tensor
-    kv_w: Tensor | None
+    kv_w: Weight | None
     kv_b: Tensor | None
-    out_w: Tensor
+    out_w: Weight
     out_b: Tensor
     heads: int
     head_dim: int
@@ -36,10 +48,13 @@ class AttentionWeights:
 
 @dataclass(frozen=True, slots=True)
 class FeedForwardWeights:
-    fc1_w: Tensor
+    """``fc1_relu``: a packed ``fc1_w`` that applies the ReLU itself (one kernel instead of two)."""
+
+    fc1_w: Weight
     fc1_b: Tensor
-    fc2_w: Tensor
+    fc2_w: Weight
     fc2_b: Tensor
+    fc1_relu: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +100,5 @@ class SubTransformerWeights:
     # pre-norm models only (space ``normalize-before``): the norm after each stack's last active layer
     encoder_norm: NormWeights | None = None
     decoder_norm: NormWeights | None = None
+    # the output projection when it is not ``decoder_embed`` itself (a packed copy of it)
+    output: Weight | None = None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dynhat.model.functional import DecoderState
+from dynhat.model.incremental import DecoderState
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
 
@@ -79,11 +79,12 @@ def _start(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig
     """
     if model.training:
         raise ValueError("search needs the model in eval mode (model.eval()): the encoder would apply dropout")
-    state = model.init_state(model.encode(src_tokens, config), config)
+    limits = max_lengths(model, src_tokens, config, max_len_a, max_len_b)
+    state = model.init_state(model.encode(src_tokens, config), config, int(limits.max()) + 1)
     if rows_per_sentence > 1:
         rows = torch.arange(src_tokens.shape[0], device=src_tokens.device).repeat_interleave(rows_per_sentence)
         state.reorder(rows)
-    return state, max_lengths(model, src_tokens, config, max_len_a, max_len_b)
+    return state, limits
 
 
 @torch.inference_mode()
