@@ -8,8 +8,11 @@ engines and points in turn for each sentence (so machine drift hits all alike), 
 Reported: per-sentence mean and p90 latency, the ratio of means to CTranslate2 of the same precision, sentences
 identical to dynhat fp32's output, token agreement, sacreBLEU, resident memory the engine added when loaded; then
 the protocol (30-token source, 30 forced decoder steps) per decoder step, and where a dynhat step's time goes.
+``--switch-only``: the time of the runtime's switch between points on each backend (``runtime.backends``), 1,000
+alternating switches.
 
     python benchmarks/engine_compare.py CKPT [--points LIB] [--sentences 200] [--beam 1] [--cpu 1]
+    python benchmarks/engine_compare.py CKPT --switch-only
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from dynhat.errors import DataError
 from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.ct2 import CT2Translator, export_ctranslate2
 from dynhat.inference.measure import machine_info, pinned, source_tokens, time_translation
-from dynhat.inference.points import PointLibrary
+from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model import extract
 from dynhat.model.quantized import Int8Model
+from dynhat.runtime.backends import CT2Backend, DynhatBackend
 from dynhat.space import SubTransformerConfig, largest, middle, smallest
 from dynhat.translate.bleu import sacrebleu_bleu
 from dynhat.translate.translator import Translator
@@ -119,20 +123,12 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[int, float]:
     return same, match / total
 
 
-def ct2_protocol(translator: CT2Translator, src: list[str], steps: int, beam: int) -> float:
-    """ms of one run of the protocol through CTranslate2: ``steps`` forced decoder steps."""
-    start = time.perf_counter()
-    translator.engine.translate_batch([src], beam_size=beam, min_decoding_length=steps, max_decoding_length=steps)
-    return (time.perf_counter() - start) * 1e3
-
-
 def protocol(engs: dict[str, Engine], model: Any, config: SubTransformerConfig, beam: int, runs: int
              ) -> dict[str, tuple[float, float]]:
     """(total ms, ms per decoder step) of the protocol per engine, interleaved run by run; a step's time is
     (30 steps - 1 step) / 29, so it excludes the encoder."""
     vocab_size = model.settings.vocab_size
     src = source_tokens(30, vocab_size)
-    pieces = [engs["CT2 fp32"].translator.tokens[i] for i in src[0, :-1].tolist()] if "CT2 fp32" in engs else []
     models = {"dynhat fp32": (model, config), "dynhat dense fp32": (engs["dynhat dense fp32"].translator.model, None),
               "dynhat int8": (engs["dynhat int8"].translator.model, config)}
 
@@ -140,7 +136,7 @@ def protocol(engs: dict[str, Engine], model: Any, config: SubTransformerConfig, 
         if name in models:
             m, c = models[name]
             return sum(time_translation(m, c, src, steps, beam)) * 1e3
-        return ct2_protocol(engs[name].translator, pieces, steps, beam)
+        return engs[name].translator.forced_seconds(src[0, :-1].tolist(), steps) * 1e3
 
     samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in engs}
     with torch.inference_mode():
@@ -184,6 +180,24 @@ def breakdown(m: Any, config: SubTransformerConfig | None, beam: int) -> tuple[d
     return {k: v / total for k, v in shares.items()}, round(calls / 30)
 
 
+def switch_times(model: Any, vocab: Any, chosen: list, folder: Path, n: int = 1000) -> str:
+    """Markdown rows: median and p99 (µs) of the backend's switch, alternating between the first and last point."""
+    points = [OperatingPoint(config, 1.0, 1.0, 1.0, beam=beam) for _, config, beam in chosen]
+    backends = [DynhatBackend(model, vocab, points), DynhatBackend(model, vocab, points, precision="int8"),
+                CT2Backend(model, vocab, points, folder, compute_type="float32"),
+                CT2Backend(model, vocab, points, folder / "int8", compute_type="int8")]
+    rows = ["| backend | median (µs) | p99 (µs) |", "| --- | --- | --- |"]
+    for backend in backends:
+        samples = []
+        for i in range(n):
+            start = time.perf_counter()
+            backend.switch(points[0] if i % 2 else points[-1])
+            samples.append((time.perf_counter() - start) * 1e6)
+        samples.sort()
+        rows.append(f"| {backend.name} | {statistics.median(samples):.2f} | {samples[int(0.99 * n) - 1]:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint")
@@ -194,9 +208,20 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=1)
     parser.add_argument("--data", default=None, help="Multi30k folder (default: the shared data's)")
     parser.add_argument("--name", default="engine_compare", help="results/NAME.md")
+    parser.add_argument("--switch-only", action="store_true", help="only the switch time of each backend")
     args = parser.parse_args()
     model, vocab = load_trained(args.checkpoint)
     model.eval()
+    if args.switch_only:
+        with pinned([args.cpu], 1), tempfile.TemporaryDirectory() as folder:
+            table = switch_times(model, vocab, points(model, args), Path(folder))
+        info = machine_info()
+        text = (f"## Switching between points on each backend\n\nCommand: `python benchmarks/engine_compare.py "
+                f"{' '.join(sys.argv[1:])}` ({datetime.date.today()}, {info['cpu']}, 1 thread pinned to CPU "
+                f"{args.cpu}); 1,000 alternating switches between the first and the last point.\n\n{table}\n")
+        print(text)
+        write_result(RESULTS / f"{args.name}_switch.md", text)
+        return
     corpus = load_multi30k("test_2016_flickr", args.data or shared_data_dir() / "multi30k")
     sentences, references = corpus.src[: args.sentences], corpus.tgt[: args.sentences]
     chosen = points(model, args)

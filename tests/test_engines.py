@@ -147,3 +147,53 @@ def test_ctranslate2_refuses_what_it_cannot_express(tmp_path) -> None:  # type: 
         export_ctranslate2(MODEL, replace(_ct2able(config), decoder_self_attention_heads=heads), tmp_path / "b")
     with pytest.raises(DataError, match="encoder_self_attention_heads"):
         export_ctranslate2(MODEL, replace(_ct2able(config), encoder_self_attention_heads=(4, 2, 4, 4)), tmp_path / "c")
+
+
+def _ct2_library(library):  # type: ignore[no-untyped-def]
+    """Greedy points CTranslate2 can express (its beam search differs from fairseq's in details; greedy does not)."""
+    return replace(library, points=[replace(p, config=_ct2able(p.config), beam=1) for p in library.points])
+
+
+def test_dynamic_translator_serves_int8_points_with_the_same_controller(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from helpers.toy_runtime import sentences, toy_parts
+
+    from dynhat.runtime import DynamicTranslator, PointCost
+    from dynhat.runtime.backends import DynhatBackend
+
+    model, vocab, library = toy_parts(tmp_path)
+    costs = [PointCost(1.0, 1.0), PointCost(2.0, 2.0), PointCost(4.0, 4.0)]
+    backend = DynhatBackend(model, vocab, library.efficient(), precision="int8")
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs=costs, backend=backend)
+    src = sentences(4)
+    wide, tight = dyn.translate(src), dyn.translate(src, budget_ms=1e-3)
+    assert {r.point_index for r in wide} == {2} and {r.point_index for r in tight} == {0}
+    assert [s.to_point for s in dyn.switches] == [2, 0]
+    assert [r.text for r in tight] == backend.translator(dyn.points[0]).translate(src)
+    with pytest.raises(DataError, match="precision"):
+        DynhatBackend(model, vocab, precision="int4")
+
+
+def test_dynamic_translator_serves_through_ctranslate2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("ctranslate2")
+    from helpers.toy_runtime import sentences, toy_parts
+
+    from dynhat.runtime import DynamicTranslator, calibrate
+    from dynhat.runtime.backends import CT2Backend
+
+    model, vocab, library = toy_parts(tmp_path)
+    with pytest.raises(DataError, match="decoder_arbitrary_ende_attn"):
+        CT2Backend(model, vocab, [replace(p, config=replace(p.config, decoder_arbitrary_ende_attn=(
+            2,) * p.config.decoder_layer_num)) for p in library.efficient()], tmp_path / "refused")
+    library = _ct2_library(library)
+    points = library.efficient()
+    backend = CT2Backend(model, vocab, points, tmp_path / "ct2")
+    costs = calibrate(model, vocab, points, 1, runs=2, backend=backend)
+    assert len(costs.by_threads[1]) == len(points) and all(c.decoder_ms >= 0 for c in costs.by_threads[1])
+    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs=costs, threads=1, adapt_threads=False,
+                            backend=backend)
+    src = sentences(5)
+    reference = DynamicTranslator(model, vocab, library, 60_000.0, costs=costs, threads=1, adapt_threads=False)
+    for budget in (60_000.0, 1e-3):
+        served, expected = dyn.translate(src, budget_ms=budget), reference.translate(src, budget_ms=budget)
+        assert [r.point for r in served] == [r.point for r in expected]
+        assert [r.text for r in served] == [r.text for r in expected]

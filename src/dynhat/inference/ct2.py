@@ -16,6 +16,7 @@ dynhat[engines]``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,12 @@ class CT2Translator:
 
     def translate(self, sentences: Sequence[str]) -> list[str]:
         return [self.vocab.decode(h.tokens) for h in self.hypotheses(sentences)]
+
+    def forced_seconds(self, ids: Sequence[int], steps: int) -> float:
+        """Seconds to translate ``ids`` (eos appended) with exactly ``steps`` decoder steps at this beam: the
+        latency protocol's loop run through CTranslate2."""
+        pieces = [self.tokens[i] for i in ids]
+        start = time.perf_counter()
+        self.engine.translate_batch([pieces], beam_size=self.beam, min_decoding_length=steps,
+                                    max_decoding_length=steps)
+        return time.perf_counter() - start

@@ -11,14 +11,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynhat.errors import DataError
-from dynhat.inference.measure import measure_latency, pinned
+from dynhat.inference.measure import pinned
 from dynhat.inference.points import OperatingPoint
 from dynhat.io import atomic_write_text
 from dynhat.model.supertransformer import SuperTransformer
-from dynhat.translate.translator import TextVocabulary, Translator
+from dynhat.translate.translator import TextVocabulary
+
+if TYPE_CHECKING:
+    from dynhat.runtime.backends import Backend
 
 CALIBRATION_TOKENS = 30
 DEFAULT_LENGTH_RATIO = 1.2  # output / source subwords before any real translation
@@ -100,7 +103,7 @@ class CostModel:
 
 
 def calibrate(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[OperatingPoint], threads: int,
-              runs: int = 10, sentences: Sequence[str] | None = None) -> CostModel:
+              runs: int = 10, sentences: Sequence[str] | None = None, backend: Backend | None = None) -> CostModel:
     """Each point's cost model at 1..``threads`` threads: the measurement protocol's encoder and
     decoder times, then one least-squares fit per beam, over its points' real translations of ``sentences``
     (default: 12 synthetic ones of 4-40 subwords), of what serving adds to the protocol's estimate.
@@ -111,22 +114,28 @@ def calibrate(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[O
     one and made the controller fall back to the wrong point when nothing fitted. Real
     ``sentences`` also give each point's first output/source length ratio (the default 1.2 guessed outputs
     ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
-    corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md)."""
+    corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md).
+
+    ``backend``: what serves the points (``runtime.backends``; default dynhat float32 over ``model``); calibrate
+    with the backend the translator will serve with."""
+    from dynhat.runtime.backends import DynhatBackend
+
     model.eval()
-    translators = [Translator(model, vocab, p.config, beam=p.beam) for p in points]
+    backend = backend or DynhatBackend(model, vocab)
+    translators = [backend.translator(p) for p in points]
     real = sentences is not None
     sentences = list(sentences) if real else synthetic_sentences(model, vocab, points)
     by_threads: dict[int, list[PointCost]] = {}
     ratios = [DEFAULT_LENGTH_RATIO] * len(points)
     for k in range(1, threads + 1):
         with pinned(None, k):
-            by_threads[k], measured = _calibrate_at(model, vocab, points, translators, k, runs, sentences)
+            by_threads[k], measured = _calibrate_at(backend, vocab, points, translators, k, runs, sentences)
         if real and k == threads:
             ratios = measured
     return CostModel([p.id for p in points], by_threads, ratios)
 
 
-def _calibrate_at(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[OperatingPoint],
+def _calibrate_at(backend: Backend, vocab: TextVocabulary, points: Sequence[OperatingPoint],
                   translators: Sequence[Any], threads: int, runs: int, sentences: Sequence[str]
                   ) -> tuple[list[PointCost], list[float]]:
     """Each point's cost model at ``threads`` threads (see ``calibrate``) and its output/source length ratio."""
@@ -136,10 +145,7 @@ def _calibrate_at(model: SuperTransformer, vocab: TextVocabulary, points: Sequen
     beams = []  # of each row
     ratios = [DEFAULT_LENGTH_RATIO] * len(points)
     for i, (p, translator) in enumerate(zip(points, translators, strict=True)):
-        r = measure_latency(model, p.config, src_len=CALIBRATION_TOKENS,
-                            tgt_len=CALIBRATION_TOKENS, beam=p.beam, runs=runs, warmup=2,
-                            threads=threads)
-        base = PointCost(r.encoder_ms, r.decoder_ms)
+        base = PointCost(*backend.protocol_ms(p, runs, threads))
         bases.append(base)
         translator.hypotheses(sentences[:1])  # warm-up
         src_total = out_total = 0

@@ -27,10 +27,11 @@ from typing import Any
 from dynhat.errors import BudgetUnmeetable
 from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model.supertransformer import SuperTransformer
+from dynhat.runtime.backends import Backend, DynhatBackend
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
 from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
-from dynhat.translate.translator import TextVocabulary, Translator
+from dynhat.translate.translator import TextVocabulary
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,15 @@ class DynamicTranslator:
     uses fewer when other processes take cores, or when a count runs slower than calibrated; without it each point
     runs at the count its calibration found fastest. ``costs`` is the points' cost model (``runtime.costs``: from
     ``calibrate`` or ``CostModel.load``, or given as one list per thread count or one list for every count); the
-    translator measures nothing itself.
+    translator measures nothing itself. ``backend`` runs the points (``runtime.backends``: dynhat float32, the
+    default, or int8, or CTranslate2); the cost model must be calibrated with the same backend.
     """
 
     def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
                  policy: Policy | None = None, *,
                  costs: CostModel | Sequence[PointCost] | Mapping[int, Sequence[PointCost]],
-                 max_budget_ms: float = 60_000.0, threads: int | None = None, adapt_threads: bool = True) -> None:
+                 max_budget_ms: float = 60_000.0, threads: int | None = None, adapt_threads: bool = True,
+                 backend: Backend | None = None) -> None:
         import torch
 
         if not library.points:
@@ -92,9 +95,9 @@ class DynamicTranslator:
                                               torch.get_num_threads())
         self.max_threads = self.calibrated_threads
         self.adapt_threads = adapt_threads
-        self.translators = [Translator(model, vocab, p.config, beam=p.beam) for p in self.points]
-        for p in self.points:
-            model.weights(p.config)  # slice every point once now: later switches are look-ups
+        # the backend slices (or quantizes, or loads) every point once now: later switches are look-ups
+        self.backend = backend or DynhatBackend(model, vocab, self.points)
+        self.translators = [self.backend.translator(p) for p in self.points]
         if not isinstance(costs, CostModel):
             costs = CostModel.given(self.points, costs, self.calibrated_threads)
         costs.check(self.points, self.calibrated_threads)
@@ -216,7 +219,7 @@ class DynamicTranslator:
             switched = index != self.current
             switch_ms = None
             if switched:
-                self.model.weights(self.points[index].config)  # the switch itself: a cached look-up
+                self.backend.switch(self.points[index])  # the switch itself: a cached look-up
                 switch_ms = (time.perf_counter() - decided) * 1e3
                 self.switches.append(SwitchEvent(decided - self._start, self.current, index, switch_ms))
                 self.current = index

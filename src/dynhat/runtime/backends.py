@@ -1,0 +1,107 @@
+"""What runs an operating point for the dynamic translator: dynhat itself (float32 or int8) or CTranslate2.
+
+A backend gives each point a translator (``hypotheses(sentences)``), does the switch to a point (the work between
+the controller's decision and the point being in use) and times the latency protocol for calibration. The
+controller, budgets, cost models and switching logic are the translator's and do not change with the backend.
+
+- ``DynhatBackend(model, precision="fp32")``: views of the SuperTransformer's shared weights; a switch is a
+  look-up of the point's cached record. ``precision="int8"`` quantizes every point once when the backend is
+  built (``model.quantized.Int8Model``); a switch is then a look-up of the point's int8 record.
+- ``CT2Backend``: every point exported to CTranslate2 (``inference.ct2``; a library with a point CTranslate2
+  cannot express is refused, naming the point and the field) and loaded once, at one thread count; a switch is an
+  index into the loaded engines. Each point holds its own weights (no sharing): memory grows with the points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dynhat.errors import DataError
+from dynhat.inference.measure import measure_latency, pinned, source_tokens
+from dynhat.inference.points import OperatingPoint
+from dynhat.model.seq2seq import Seq2SeqModel
+from dynhat.runtime.costs import CALIBRATION_TOKENS as PROTOCOL_TOKENS
+from dynhat.translate.translator import TextVocabulary, Translator
+
+PRECISIONS = ("fp32", "int8")
+
+
+class Backend(Protocol):
+    name: str
+
+    def translator(self, point: OperatingPoint) -> Any: ...  # has hypotheses(sentences) -> list[Hypothesis]
+
+    def switch(self, point: OperatingPoint) -> None: ...
+
+    def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]: ...
+
+
+class DynhatBackend:
+    """dynhat's own decoder over ``model`` (views of shared weights), in float32 or int8."""
+
+    def __init__(self, model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[OperatingPoint] = (),
+                 precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise DataError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+        if precision == "int8":
+            from dynhat.model.quantized import Int8Model
+
+            model = Int8Model(model, [p.config for p in points])
+        self.model, self.vocab, self.precision = model, vocab, precision
+        self.name = f"dynhat {precision}"
+        for p in points:
+            model.weights(p.config)  # slice (and quantize) every point once now: later switches are look-ups
+
+    def translator(self, point: OperatingPoint) -> Translator:
+        return Translator(self.model, self.vocab, point.config, beam=point.beam)
+
+    def switch(self, point: OperatingPoint) -> None:
+        self.model.weights(point.config)
+
+    def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]:
+        """(encoder ms, decoder ms) of the latency protocol (30-token source, 30 steps at the point's beam)."""
+        r = measure_latency(self.model, point.config, src_len=PROTOCOL_TOKENS, tgt_len=PROTOCOL_TOKENS,
+                            beam=point.beam, runs=runs, warmup=2, threads=threads)
+        return r.encoder_ms, r.decoder_ms
+
+
+class CT2Backend:
+    """Every point exported to CTranslate2 under ``folder`` and loaded with ``compute_type`` at ``threads``."""
+
+    def __init__(self, model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[OperatingPoint],
+                 folder: str | Path, compute_type: str = "float32", threads: int = 1) -> None:
+        from dynhat.inference.ct2 import CT2Translator, export_ctranslate2
+
+        self.name, self.threads = f"ctranslate2 {compute_type}", threads
+        self.vocab_size = model.weights(points[0].config).decoder_embed.shape[0] if points else 0
+        self._engines: dict[str, CT2Translator] = {}
+        for p in points:
+            if p.config.id not in {q.config.id for q in points[: points.index(p)]}:
+                try:
+                    export_ctranslate2(model, p.config, Path(folder) / p.config.id, vocab)
+                except DataError as err:
+                    raise DataError(f"point {p.id}: {err}") from None
+            self._engines[p.id] = CT2Translator(Path(folder) / p.config.id, vocab, beam=p.beam,
+                                                compute_type=compute_type, threads=threads)
+
+    def translator(self, point: OperatingPoint) -> Any:
+        return self._engines[point.id]
+
+    def switch(self, point: OperatingPoint) -> None:
+        _ = self._engines[point.id]  # the switch is this look-up
+
+    def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]:
+        """The protocol through CTranslate2: ``steps`` forced decoder steps, the encoder taken as the 1-step run
+        less one step (CTranslate2 runs at the thread count it was loaded with)."""
+        if threads != self.threads:
+            raise DataError(f"threads: this CTranslate2 backend was loaded for {self.threads}, not {threads}")
+        engine = self._engines[point.id]
+        ids = source_tokens(PROTOCOL_TOKENS, self.vocab_size)[0, :-1].tolist()
+        with pinned(None, threads):
+            engine.forced_seconds(ids, PROTOCOL_TOKENS)
+            full = sorted(engine.forced_seconds(ids, PROTOCOL_TOKENS) for _ in range(runs))[runs // 2] * 1e3
+            one = sorted(engine.forced_seconds(ids, 1) for _ in range(runs))[runs // 2] * 1e3
+        step = max(0.0, (full - one) / (PROTOCOL_TOKENS - 1))
+        return max(0.0, one - step), PROTOCOL_TOKENS * step
