@@ -197,3 +197,22 @@ def test_dynamic_translator_serves_through_ctranslate2(tmp_path) -> None:  # typ
         served, expected = dyn.translate(src, budget_ms=budget), reference.translate(src, budget_ms=budget)
         assert [r.point for r in served] == [r.point for r in expected]
         assert [r.text for r in served] == [r.text for r in expected]
+
+
+def test_serve_precision_int8_serves_through_the_int8_backend(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from helpers.toy_runtime import toy_parts
+
+    import dynhat.inference.checkpoint
+    import dynhat.runtime.service
+    from dynhat.cli import main
+    from dynhat.inference.points import PointLibrary
+
+    model, vocab, library = toy_parts(tmp_path)
+    served: list = []
+    monkeypatch.setattr(dynhat.inference.checkpoint, "load_trained", lambda _path: (model, vocab))
+    monkeypatch.setattr(PointLibrary, "load", classmethod(lambda _cls, *_a, **_k: library))
+    monkeypatch.setattr(dynhat.runtime.service, "serve", lambda translator, *_a: served.append(translator))
+    command = ["serve", "toy.pt", "--points", "points.yml", "--budget-ms", "100", "--calibrate-runs", "2"]
+    assert main([*command, "--precision", "int8"]) == 0 and main(command) == 0
+    assert [t.backend.precision for t in served] == ["int8", "fp32"]
+    assert served[0].translate_one("5 6 7").point == served[1].translate_one("5 6 7").point

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--threads", type=integer(1), default=1, help="most torch intra-op threads; fewer while other "
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
+    serve.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                       help="int8: each point's large matrices quantized once at start-up (docs/model.md)")
     serve.add_argument("--calibrate-runs", type=integer(1), default=10)
     costs = serve.add_mutually_exclusive_group()
     costs.add_argument("--costs", default=None, metavar="FILE",
@@ -61,21 +63,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _translator(args: argparse.Namespace) -> DynamicTranslator:
-    """The checkpoint's translator over the library's points, with the saved cost model (``--costs``) or one
-    calibrated now (seconds per point and thread count; saved to ``--save-costs`` when given)."""
+    """The checkpoint's translator over the library's points (``--precision``), with the saved cost model
+    (``--costs``, measured at that precision) or one calibrated now (seconds per point and thread count; saved to
+    ``--save-costs`` when given)."""
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
+    from dynhat.runtime.backends import DynhatBackend
     from dynhat.runtime.costs import CostModel, calibrate
     from dynhat.runtime.dynamic import DynamicTranslator
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    backend = DynhatBackend(model, vocab, library.efficient(), precision=args.precision)
     if args.costs is not None:
         costs = CostModel.load(args.costs)
         costs.check(library.efficient(), args.threads, source=args.costs)
     else:
-        costs = calibrate(model, vocab, library.efficient(), args.threads, args.calibrate_runs)
+        costs = calibrate(model, vocab, library.efficient(), args.threads, args.calibrate_runs, backend=backend)
         if args.save_costs is not None:
             costs.save(args.save_costs)
     return DynamicTranslator(model, vocab, library, args.budget_ms, costs=costs, threads=args.threads,
-                             adapt_threads=not args.fixed_threads)
+                             adapt_threads=not args.fixed_threads, backend=backend)
