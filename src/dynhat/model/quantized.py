@@ -9,11 +9,10 @@ inside the kernel. The output projection gets its own int8 copy of the shared em
 layer norms and attention stay float32.
 
 Only matrices of at least ``min_weights`` elements are quantized (default ``INT8_MIN_WEIGHTS``). At batch 1-4
-a step reads each matrix once: a large one (the ``[V, d]`` output projection) is memory bound, and its int8
-copy, a quarter of the bytes, ran 3.5-5x faster than float32 on an Intel Xeon (AVX-512 VNNI); a small one
-(``d <= 256`` layer projections, up to 262 K elements) already sits in cache, and the kernel's per-call work
-(choosing the activation's scale, quantizing it, packing it) made it 1.0-2.7x *slower* (docs/results.md,
-"Engines"). ``min_weights=0`` quantizes every projection.
+a step reads each matrix once: a large one (the ``[V, d]`` output projection) is memory bound, and its int8 copy
+is a quarter of the bytes; a small one (``d <= 256`` layer projections) already sits in cache, and there the
+kernel's per-call work (choosing the activation's scale, quantizing it, packing it) made int8 slower than float32
+on an Intel Xeon with AVX-512 VNNI. ``min_weights=0`` quantizes every projection.
 
 ``Int8Model`` wraps any dynhat model (SuperTransformer or dense): ``weights(config)`` is the base model's record
 quantized, built once per configuration and cached (``configs`` are built at construction, so serving a library
