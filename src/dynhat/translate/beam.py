@@ -55,15 +55,15 @@ def max_lengths(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerC
 
 
 def _next_log_probs(model: Seq2SeqModel, tokens: Tensor, state: DecoderState, config: SubTransformerConfig | None,
-                    forced: Tensor, unk_penalty: float) -> Tensor:
-    """Log-probabilities [N, V] of the next token, with the search's constraints applied (rows in ``forced`` may
-    only end)."""
+                    forced: Tensor | None, unk_penalty: float) -> Tensor:
+    """Log-probabilities [N, V] of the next token, with the search's constraints applied (rows ``forced`` selects,
+    a mask or indices, may only end; None: no row is forced)."""
     lprobs = torch.log_softmax(model.decode_step(tokens, state, config).float(), dim=-1)
     lprobs[:, BOS] = -math.inf
     lprobs[:, model.padding_idx] = -math.inf
     if unk_penalty:
         lprobs[:, UNK] -= unk_penalty
-    if bool(forced.any()):
+    if forced is not None:
         eos = model.eos_idx
         lprobs[forced, :eos] = -math.inf
         lprobs[forced, eos + 1 :] = -math.inf
@@ -92,28 +92,38 @@ def greedy_search(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransforme
                   lenpen: float = 0.6, max_len_a: float = DEFAULT_MAX_LEN_A, max_len_b: float = DEFAULT_MAX_LEN_B,
                   unk_penalty: float = 0.0) -> list[Hypothesis]:
     """Arg-max decoding of ``src_tokens`` [B, S] (eos-terminated, right-padded): the same result as beam 1,
-    without the beam's bookkeeping. Scores are normalised as beam search's are."""
-    state, limits = _start(model, src_tokens, config, 1, max_len_a, max_len_b)
-    device = src_tokens.device
-    alive = torch.arange(src_tokens.shape[0], device=device)  # sentence of each running row
-    tokens = torch.full_like(alive, model.eos_idx)
-    scores = torch.zeros(alive.shape[0], device=device)
-    history = torch.empty(alive.shape[0], 0, dtype=torch.long, device=device)
-    out: list[Hypothesis | None] = [None] * src_tokens.shape[0]
-    for step in range(int(limits.max()) + 1):
-        lprobs = _next_log_probs(model, tokens, state, config, limits[alive] <= step, unk_penalty)
+    without the beam's bookkeeping. Scores are normalised as beam search's are.
+
+    The loop's bookkeeping (limits, finished rows, histories) is kept in Python lists: at batch 1-4 each tensor
+    operation on a handful of numbers costs more than the list work, and the step itself is only ~30-160 of them.
+    """
+    state, limits_t = _start(model, src_tokens, config, 1, max_len_a, max_len_b)
+    eos, limits = model.eos_idx, limits_t.tolist()
+    alive = list(range(src_tokens.shape[0]))  # sentence of each running row
+    tokens = torch.full((len(alive),), eos, dtype=torch.long, device=src_tokens.device)
+    scores = torch.zeros(len(alive), device=src_tokens.device)
+    history: list[list[int]] = [[] for _ in alive]
+    out: list[Hypothesis | None] = [None] * len(alive)
+    for step in range(max(limits) + 1):
+        forced = [row for row, s in enumerate(alive) if limits[s] <= step]
+        lprobs = _next_log_probs(model, tokens, state, config, torch.tensor(forced) if forced else None, unk_penalty)
         best, tokens = lprobs.max(dim=-1)
         scores = scores + best
-        ended = tokens.eq(model.eos_idx)
-        for row in ended.nonzero().squeeze(1).tolist():
-            out[int(alive[row])] = Hypothesis(history[row].tolist(), float(scores[row]) / (step + 1) ** lenpen)
-        if bool(ended.all()):
-            break
-        if bool(ended.any()):
-            keep = (~ended).nonzero().squeeze(1)
+        chosen = tokens.tolist()
+        ended = [row for row, t in enumerate(chosen) if t == eos]
+        if ended:
+            ended_scores = scores.tolist()
+            for row in ended:
+                out[alive[row]] = Hypothesis(history[row], ended_scores[row] / (step + 1) ** lenpen)
+            if len(ended) == len(alive):
+                break
+            kept = [row for row, t in enumerate(chosen) if t != eos]
+            keep = torch.tensor(kept, device=src_tokens.device)
             state.reorder(keep)
-            alive, tokens, scores, history = alive[keep], tokens[keep], scores[keep], history[keep]
-        history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
+            tokens, scores = tokens[keep], scores[keep]
+            alive, history, chosen = [alive[r] for r in kept], [history[r] for r in kept], [chosen[r] for r in kept]
+        for h, t in zip(history, chosen, strict=True):
+            h.append(t)
     return out  # type: ignore[return-value]  # every row ends by its limit
 
 
@@ -139,7 +149,7 @@ def beam_search_nbest(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransf
     for step in range(int(limits.max()) + 1):
         n = alive.shape[0]
         forced = (limits[alive] <= step).repeat_interleave(beam)
-        lprobs = _next_log_probs(model, tokens, state, config, forced, unk_penalty)
+        lprobs = _next_log_probs(model, tokens, state, config, forced if bool(forced.any()) else None, unk_penalty)
         vocab = lprobs.shape[1]
         candidates = (scores.unsqueeze(2) + lprobs.view(n, beam, vocab)).view(n, beam * vocab)
         # 2 x beam candidates hold at most beam eos ones, so at least beam can continue.
