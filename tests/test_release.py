@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from helpers.toy_checkpoint import LINES, toy_checkpoint
 from dynhat.cli import main
 from dynhat.errors import DataError
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.points import file_sha256
+from dynhat.inference.points import OperatingPoint, PointLibrary, file_sha256
 from dynhat.inference.release import export_checkpoint, is_release, load_release
 from dynhat.space import largest, smallest
 
@@ -72,3 +74,92 @@ def test_every_verb_takes_a_release_folder(tmp_path, capsys) -> None:
     assert main(["translate", str(tmp_path / "rel"), "--config", "smallest", "--beam", "1",
                  "--input", str(tmp_path / "in.txt")]) == 0
     assert capsys.readouterr().out.count("\n") == 1
+
+
+def _toy_library(checkpoint, model, out) -> None:
+    """A reference library of the toy checkpoint: its smallest and largest SubTransformer, and a greedy variant."""
+    points = [OperatingPoint(smallest(model.space), 10.0, 9.0, 5.0, 9.5, 1.5, 100),
+              OperatingPoint(largest(model.space), 20.0, 19.0, 4.0, 19.5, 2.5, 200),
+              OperatingPoint(largest(model.space), 20.0, None, 4.0, 12.0, 2.0, 200, beam=1)]
+    PointLibrary(points, model.space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
+                 {"cpu": "toy CPU", "logical_cores": 2, "torch": "x"}, 1, {"test_sentences": 8},
+                 model.space.to_dict()).save(out)
+
+
+def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256(tmp_path) -> None:
+    model, _ = toy_checkpoint(tmp_path / "toy.pt")
+    _toy_library(tmp_path / "toy.pt", model, tmp_path / "points.yml")
+    scored = []
+
+    def score(rounded, _vocab, point) -> dict[str, float]:
+        scored.append(point.id)
+        weight = rounded.encoder.embed_tokens.weight
+        assert torch.equal(weight, weight.to(torch.bfloat16).float())  # scored on the weights that ship
+        return {"test_2016_flickr": 30.0 + point.beam, "test_2017_flickr": 20.0 + point.beam}
+
+    command = "torchrun --nproc-per-node 2 -m dynhat train --config toy.yml --run-dir runs/toy"
+    out = export_checkpoint(tmp_path / "toy.pt", tmp_path / "rel", points=tmp_path / "points.yml",
+                            train_command=command, score=score)
+    assert sorted(scored) == sorted({p.id for p in PointLibrary.load(tmp_path / "points.yml").points})
+    card = (out / "card.md").read_text()
+    assert "| BLEU test_2016_flickr | BLEU test_2017_flickr |" in card
+    assert f"| {largest(model.space).id}-b1 | 2 | 1 | 12.0 | 2.0 | 31.0 | 21.0 |" in card
+    assert f"| {smallest(model.space).id} | 1 | 4 | 9.5 | 1.5 | 34.0 | 24.0 |" in card
+    assert "## Reproduce" in card and command in card and "--points points.yml" in card and "toy CPU" in card
+    manifest = json.loads((out / "manifest.json").read_text())["sha256"]
+    for name, digest in manifest.items():
+        assert name == "card.md" or f"| `{name}` | `{digest}` |" in card
+    assert json.loads((out / "model.json").read_text())["train_command"] == command
+    load_release(out)  # the card is in the manifest: the folder still checks
+
+
+def test_a_card_without_a_command_says_how_to_reproduce_from_the_settings(tmp_path) -> None:
+    toy_checkpoint(tmp_path / "toy.pt")
+    card = (export_checkpoint(tmp_path / "toy.pt", tmp_path / "rel") / "card.md").read_text()
+    assert "Save `training_settings` above as `train.yml`" in card and "dynhat train --config train.yml" in card
+    assert "Operating points" not in card
+
+
+def test_export_refuses_an_unknown_split_before_writing(tmp_path, capsys) -> None:
+    model, _ = toy_checkpoint(tmp_path / "toy.pt")
+    _toy_library(tmp_path / "toy.pt", model, tmp_path / "points.yml")
+    assert main(["export", str(tmp_path / "toy.pt"), "--out-dir", str(tmp_path / "rel"), "--points",
+                 str(tmp_path / "points.yml"), "--bleu-splits", "test_2099", "--cache-dir", str(tmp_path)]) == 2
+    assert "--bleu-splits: unknown Multi30k test split 'test_2099'" in capsys.readouterr().err
+    assert not (tmp_path / "rel" / "manifest.json").exists()
+
+
+def test_pretrained_loads_a_shipped_release_by_name(tmp_path, monkeypatch) -> None:
+    import dynhat
+    from dynhat.inference import release
+
+    model, vocab = toy_checkpoint(tmp_path / "toy.pt")
+    export_checkpoint(tmp_path / "toy.pt", tmp_path / "shipped" / "multi30k-en-de", dtype="fp32")
+    monkeypatch.setattr(release, "releases_root", lambda: tmp_path / "shipped")
+    assert dynhat.shipped_releases() == ["multi30k-en-de"]
+    loaded, loaded_vocab = dynhat.pretrained()
+    torch.testing.assert_close(_outputs(loaded, largest(model.space)), _outputs(model, largest(model.space)))
+    assert loaded_vocab.encode(LINES[1]) == vocab.encode(LINES[1])
+    assert load_trained("multi30k-en-de")[0].space.to_dict() == model.space.to_dict()  # every verb: by name
+    with pytest.raises(DataError, match=r"no shipped release 'nope' .*shipped are multi30k-en-de"):
+        dynhat.pretrained("nope")
+    (tmp_path / "shipped" / "multi30k-en-de" / "vocab.model").write_bytes(b"changed")
+    with pytest.raises(DataError, match=r"vocab\.model: sha256 .* does not match the manifest"):
+        dynhat.pretrained("multi30k-en-de")
+
+
+def test_import_dynhat_is_cheap() -> None:
+    code = "import sys, dynhat; assert callable(dynhat.__getattr__); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.mark.shared_data
+def test_the_split_scorer_scores_every_sentence_of_a_real_split(data_dir, tmp_path) -> None:
+    from dynhat.recipes.release import split_scorer
+
+    model, vocab = toy_checkpoint(tmp_path / "toy.pt")
+    score = split_scorer(["test_2017_flickr"], str(tmp_path / "cache"), data_dir / "multi30k", progress=False)
+    point = OperatingPoint(smallest(model.space), 10.0, 9.0, 5.0, 9.5, beam=1)
+    scores = score(model, vocab, point)
+    assert list(scores) == ["test_2017_flickr"] and 0.0 <= scores["test_2017_flickr"] < 5.0  # random weights

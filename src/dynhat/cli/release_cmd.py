@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+CARD_SPLITS = "test_2016_flickr,test_2017_flickr"  # dynhat.recipes.release.CARD_SPLITS, without importing torch
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="write a checkpoint as a release folder that every command loads: "
@@ -13,13 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
                         help="weights on disk (loaded as fp32)")
     export.add_argument("--points", default=None, help="operating-point library of this checkpoint, for the card")
+    export.add_argument("--bleu-splits", default=CARD_SPLITS,
+                        help="with --points: Multi30k test splits each point is scored on in full, on the release's "
+                             f"weights, comma-separated (default {CARD_SPLITS}; '' for none)")
+    export.add_argument("--train-command", default=None,
+                        help="the command that trained the checkpoint, for the card's Reproduce section")
     export.add_argument("--name", default=None, help="the model's name in the card (default: the folder's)")
+    export.add_argument("--cache-dir", default=None, help="dataset cache (for --bleu-splits)")
+    export.add_argument("--from", dest="mirror", default=None, help="local Multi30k copy (for --bleu-splits)")
     export.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dynhat.inference.release import export_checkpoint
+    from dynhat.recipes.release import export_scored
 
-    out = export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.points, args.name)
+    splits = [s.strip() for s in args.bleu_splits.split(",") if s.strip()]
+    out = export_scored(args.checkpoint, args.out_dir, args.dtype, args.points, args.name, args.train_command,
+                        splits, args.cache_dir, args.mirror)
     print(f"release written to {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 0

@@ -9,25 +9,26 @@ A training checkpoint holds the optimiser, RNG states and data position (what re
 - ``card.md``: the model card (recipe, updates, hours, operating points' BLEU where a library is given);
 - ``manifest.json``: the SHA-256 of every other file, checked on every load.
 
-``load_release`` reads such a folder, or a released model shipped with dynhat by name (``RELEASES``); every verb
-that takes a checkpoint takes either.
+``load_release`` reads such a folder, or a released model shipped with dynhat by name (``shipped_releases``);
+every verb that takes a checkpoint takes either, and ``pretrained(name)`` (``dynhat.pretrained``) loads a shipped one.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import DataError
 from dynhat.hat.text import HatVocabulary
+from dynhat.inference.card import files_section, model_card
 from dynhat.inference.checkpoint import check_state
 from dynhat.io import atomic_write, atomic_write_text, file_sha256
 from dynhat.model import ModelSettings, SuperTransformer
@@ -36,13 +37,20 @@ from dynhat.space import DesignSpace
 FORMAT = "dynhat-release-1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SHARED = ("decoder.embed_tokens.weight", "encoder.embed_tokens.weight")  # (alias, stored)
+DEFAULT_RELEASE = "multi30k-en-de"
+#: Scores an operating point of the reference library on the release's own weights: {column: BLEU}.
+PointScorer = Callable[[SuperTransformer, Any, Any], Mapping[str, float]]
+
+
+def releases_root() -> Path:
+    """Where shipped releases live: ``releases/`` inside the installed package (``src/dynhat/releases/``)."""
+    return Path(str(resources.files("dynhat").joinpath("releases")))
 
 
 def shipped_releases() -> list[str]:
     """Names of the released models shipped inside the package (``src/dynhat/releases/NAME/``)."""
-    root = resources.files("dynhat").joinpath("releases")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.joinpath("manifest.json").is_file()) \
-        if root.is_dir() else []
+    root = releases_root()
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if root.is_dir() else []
 
 
 def is_release(path_or_name: str | Path) -> bool:
@@ -50,9 +58,20 @@ def is_release(path_or_name: str | Path) -> bool:
 
 
 def release_dir(path_or_name: str | Path) -> Path:
+    """The folder of a release given by path or by shipped name (a path wins: it is what the caller wrote)."""
     if (Path(path_or_name) / "manifest.json").is_file():
         return Path(path_or_name)
-    return Path(str(resources.files("dynhat").joinpath("releases", str(path_or_name))))
+    return releases_root() / str(path_or_name)
+
+
+def pretrained(name: str = DEFAULT_RELEASE) -> tuple[SuperTransformer, Vocabulary | HatVocabulary]:
+    """The shipped release ``name`` (model in eval mode, vocabulary), its files checked against the manifest:
+    a model to serve without training one."""
+    names = shipped_releases()
+    if name not in names:
+        raise DataError(f"no shipped release {name!r} in {releases_root()}: shipped are "
+                        f"{', '.join(names) or 'none'} (a release folder elsewhere loads with load_release(PATH))")
+    return load_release(releases_root() / name)
 
 
 def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, out_dir: str | Path,
@@ -78,33 +97,66 @@ def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, o
             "dropout": model.settings.dropout, "attention_dropout": model.settings.attention_dropout,
             **(facts or {})}
     atomic_write_text(out / "model.json", json.dumps(meta, indent=1))
-    files = ["model.safetensors", vocab_name, "space.yml", "model.json"]
-    if card:
-        atomic_write_text(out / "card.md", card)
-        files.append("card.md")
-    manifest = {"format": FORMAT, "sha256": {name: file_sha256(out / name) for name in files}}
+    sha256 = {name: file_sha256(out / name) for name in ("model.safetensors", vocab_name, "space.yml", "model.json")}
+    if card:  # the card lists every other file's sha256; its own is in the manifest
+        atomic_write_text(out / "card.md", card.rstrip("\n") + "\n\n" + files_section(sha256))
+        sha256["card.md"] = file_sha256(out / "card.md")
+    manifest = {"format": FORMAT, "sha256": sha256}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))  # last: a complete folder has it
     return out
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bf16",
-                      points: str | Path | None = None, name: str | None = None) -> Path:
-    """Release a training (or converted) checkpoint: its training facts go into model.json and the card, and
-    the operating points of ``points`` (a library searched on this checkpoint) into the card."""
-    from dynhat.inference.checkpoint import load_checkpoint, load_trained
+                      points: str | Path | None = None, name: str | None = None, train_command: str | None = None,
+                      score: PointScorer | None = None) -> Path:
+    """Release a training (or converted) checkpoint: its training facts (and ``train_command``, the command that
+    trained it) go into model.json and the card, and the operating points of ``points`` (a library searched on
+    this checkpoint) into the card, each scored by ``score`` on the release's own (rounded) weights."""
+    from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
 
+    if dtype not in DTYPES:
+        raise DataError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     model, vocab = load_trained(checkpoint)
+    _round(model, DTYPES[dtype])  # what the release will hold: the card's scores are of the shipped weights
+    name = name or Path(out_dir).name
+    facts = training_facts(checkpoint, name, train_command)
+    rows, origin = None, None
+    if points is not None:
+        library = PointLibrary.load(points, checkpoint=checkpoint, space=model.space)
+        facts["released_with"] = (f"dynhat export {Path(checkpoint).name} --out-dir {name} --dtype {dtype} "
+                                  f"--points {Path(points).name}")
+        origin = {"device": library.device.get("cpu"), "threads": library.threads,
+                  "test_sentences": library.fitness.get("test_sentences")}
+        scores: dict[str, dict[str, float]] = {}
+        rows = []
+        for point in library.sorted():
+            if score is not None and point.id not in scores:
+                scores[point.id] = dict(score(model, vocab, point))
+            rows.append(point.to_dict() | ({"bleu_splits": scores[point.id]} if point.id in scores else {}))
+    return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin))
+
+
+def training_facts(checkpoint: str | Path, name: str, train_command: str | None = None) -> dict[str, Any]:
+    """What the card and model.json say about how ``checkpoint`` was made (updates, hours, settings)."""
+    from dynhat.inference.checkpoint import load_checkpoint
+
     payload = load_checkpoint(checkpoint)
     state = payload.get("state", {})
-    facts = {"name": name or Path(out_dir).name, "trained_from": Path(checkpoint).name,
-             "checkpoint_sha256": file_sha256(checkpoint), "updates": state.get("update"),
-             "wall_hours": round(state.get("elapsed_s", 0.0) / 3600, 3),
+    facts = {"name": name, "trained_from": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint),
+             "updates": state.get("update"), "wall_hours": round(state.get("elapsed_s", 0.0) / 3600, 3),
              "cpu_hours": round(state.get("cpu_s", 0.0) / 3600, 3), "training_settings": payload.get("settings")}
-    rows = None
-    if points is not None:
-        rows = [p.to_dict() for p in PointLibrary.load(points, checkpoint=checkpoint, space=model.space).sorted()]
-    return export_release(model, vocab, out_dir, dtype, facts, model_card(facts["name"], facts, rows))
+    if train_command:
+        facts["train_command"] = train_command
+    return facts
+
+
+def _round(model: SuperTransformer, dtype: torch.dtype) -> None:
+    """Round every floating-point weight of ``model`` to ``dtype`` in place (kept in its own dtype)."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype))
 
 
 def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary | HatVocabulary]:
@@ -141,18 +193,6 @@ def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary
     else:
         vocab = Vocabulary(vocab_path.read_bytes(), source=str(vocab_path))
     return model.eval(), vocab
-
-
-def model_card(name: str, facts: dict[str, Any], points: list[dict[str, Any]] | None = None) -> str:
-    """A model card from the training facts and, where given, a reference library's operating points."""
-    lines = [f"# {name}", "", "A dynhat SuperTransformer: every SubTransformer of its design space shares these "
-             "weights.", "", "## Training", "", "```yaml", yaml.safe_dump(facts, sort_keys=False).rstrip(), "```"]
-    if points:
-        lines += ["", "## Operating points of the reference library", "",
-                  "| point | decoder layers | beam | measured ms | BLEU |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {p['id']} | {p['decoder_layers']} | {p['beam']} | {p.get('measured_ms')} | {p.get('bleu')} |"
-                  for p in points]
-    return "\n".join(lines) + "\n"
 
 
 def _json(path: Path) -> dict[str, Any]:
