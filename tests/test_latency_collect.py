@@ -210,3 +210,18 @@ def test_a_collection_becomes_a_table_and_fits_a_predictor(toy_space: str, tmp_p
     predictor = EnsemblePredictor(steps=50, members=2).fit(table)
     assert predictor.metadata["features"] == "layer"
     assert np.all(predictor.predict(table.features) > 0)
+
+
+def test_the_noise_check_calls_a_machine_noisy_above_its_threshold() -> None:
+    from dynhat.latency.noise import check_noise
+    from dynhat.model import ModelSettings, SuperTransformer
+    from dynhat.space import DesignSpace, middle
+
+    space = DesignSpace.from_dict(TOY_SPACE)
+    model = SuperTransformer(space, ModelSettings(vocab_size=24))
+    strict = check_noise(model, middle(space), probes=3, runs=2, threshold_pct=0.0)
+    assert strict.probes == 3 and strict.reference_ms > 0 and strict.cv_pct > 0 and strict.noisy
+    assert strict.to_dict()["noisy"] is True and strict.spread_pct >= strict.cv_pct
+    assert not check_noise(model, middle(space), probes=3, runs=2, threshold_pct=1e9).noisy
+    with pytest.raises(ValueError, match="at least 3 probes"):
+        check_noise(model, middle(space), probes=2)

@@ -1,5 +1,6 @@
 """The main job end to end on the real Multi30k data, with budgets cut to seconds: every step runs, writes what
-the README says, and a second call reuses every step instead of redoing it."""
+the README says, and a second call reuses every step instead of redoing it; by default on the shipped release,
+with ``train`` on a SuperTransformer trained from scratch."""
 
 from __future__ import annotations
 
@@ -8,22 +9,35 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.toy_checkpoint import toy_checkpoint
 
+import dynhat.pipeline.measure as measure
+from dynhat.errors import DataError
+from dynhat.inference import release
 from dynhat.inference.points import PointLibrary
+from dynhat.inference.release import export_checkpoint
+from dynhat.latency.noise import check_noise
 from dynhat.pipeline.settings import PipelineSettings
 from dynhat.pipeline.steps import run_pipeline
+
+OUTPUTS = ("latency.csv", "latency_predictor.pt", "operating_points.yml", "scenario/report.json")
+
+
+def _settings(tmp_path: Path, run: Path, **kwargs: object) -> PipelineSettings:
+    """Every budget cut to seconds: 12 latency rows, 2 constraints, a 6-sentence scenario."""
+    phases = tmp_path / "phases.yml"
+    phases.write_text(yaml.safe_dump({"threads": 1, "budget_factor": 1.0, "phases": [
+        {"name": "all cores", "sentences": 3}, {"name": "lower budget", "sentences": 3, "budget_factor": 0.5}]}))
+    return PipelineSettings(run_dir=str(run), latency_configs=12, latency_runs=3, latency_retries=0, constraints=2,
+                            population=6, generations=1, valid_sentences=8, test_sentences=8, scenario=str(phases),
+                            cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
 @pytest.mark.shared_data
 def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("DYNHAT_DATA", str(data_dir))
-    phases = tmp_path / "phases.yml"
-    phases.write_text(yaml.safe_dump({"threads": 1, "budget_factor": 1.0, "phases": [
-        {"name": "all cores", "sentences": 3}, {"name": "lower budget", "sentences": 3, "budget_factor": 0.5}]}))
     run = tmp_path / "run"
-    settings = PipelineSettings(run_dir=str(run), train_minutes=0.05, latency_configs=12, latency_runs=3,
-                                latency_retries=0, constraints=2, population=6, generations=1, valid_sentences=8,
-                                test_sentences=8, scenario=str(phases), cache_dir=str(tmp_path / "cache"))
+    settings = _settings(tmp_path, run, train=True, train_minutes=0.05, paired="off")
     summary = run_pipeline(settings)
     for name in ("checkpoint_best.pt", "latency.csv", "latency_predictor.pt", "operating_points.yml",
                  "scenario/report.json", "scenario/table.md", "scenario/timeline.png", "summary.json"):
@@ -35,10 +49,44 @@ def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path
     searched = {p.config.id for p in library.points if p.beam == 4}
     assert searched and {p.config.id for p in library.points if p.beam == 1} == searched  # the greedy variants
     assert "dynamic" in overall and len(overall) == 2 + len(library.efficient())
-    assert set(summary["minutes"]) == {"data", "train", "latency", "search", "scenario", "summary", "total"}
+    assert set(summary["minutes"]) == {"data", "model", "latency", "search", "scenario", "summary", "total"}
+    assert summary["model"]["kind"] == "trained here" and summary["latency"]["noise"]["paired"] is False
+    assert {row["point"] for row in summary["points"]} == {p.id for p in library.points}
+    assert len(summary["targets"]) == 3 and all(isinstance(t["met"], bool) for t in summary["targets"])
 
-    stamps = {name: (run / name).stat().st_mtime_ns for name in ("checkpoint_best.pt", "latency.csv",
-                                                                   "operating_points.yml", "scenario/report.json")}
+    stamps = {name: (run / name).stat().st_mtime_ns for name in ("checkpoint_best.pt", *OUTPUTS)}
     again = run_pipeline(settings)
     assert {name: (run / name).stat().st_mtime_ns for name in stamps} == stamps  # nothing redone
     assert again["scenario"] == summary["scenario"]
+
+    export_checkpoint(run / "checkpoint_best.pt", tmp_path / "shipped" / "multi30k-en-de")
+    monkeypatch.setattr(release, "releases_root", lambda: tmp_path / "shipped")
+    with pytest.raises(DataError, match=r"holds the run of trained here .* pass another --run-dir"):
+        run_pipeline(_settings(tmp_path, run))  # the shipped model now, but the run directory holds another's
+
+
+@pytest.mark.shared_data
+def test_by_default_the_main_job_serves_the_shipped_release(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """No training: the shipped release, its space's latency dataset (paired where the noise check says so, here
+    forced by a zero threshold), and a second call that redoes nothing, not even the noise check."""
+    monkeypatch.setenv("DYNHAT_DATA", str(data_dir))
+    toy_checkpoint(tmp_path / "toy.pt")
+    export_checkpoint(tmp_path / "toy.pt", tmp_path / "shipped" / "multi30k-en-de")
+    monkeypatch.setattr(release, "releases_root", lambda: tmp_path / "shipped")
+    checks = []
+
+    def always_noisy(*args: object, **kwargs: object) -> object:
+        checks.append(1)
+        return check_noise(*args, **{**kwargs, "threshold_pct": 0.0})
+
+    monkeypatch.setattr(measure, "check_noise", always_noisy)
+    run = tmp_path / "run"
+    summary = run_pipeline(_settings(tmp_path, run))
+    assert summary["model"]["kind"] == "shipped release" and summary["model"]["source"].endswith("multi30k-en-de")
+    assert not (run / "checkpoint_best.pt").exists() and summary["model"]["updates"] == 7
+    assert summary["latency"]["noise"]["paired"] is True and summary["latency"]["rows"] == 12
+    assert (run / "space.yml").is_file()  # the toy space is not a shipped one: the collection names this copy
+    stamps = {name: (run / name).stat().st_mtime_ns for name in (*OUTPUTS, "latency_noise.json")}
+    again = run_pipeline(_settings(tmp_path, run))
+    assert {name: (run / name).stat().st_mtime_ns for name in stamps} == stamps and len(checks) == 1
+    assert again["points"] == summary["points"] and again["targets"] == summary["targets"]

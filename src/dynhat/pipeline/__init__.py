@@ -1,9 +1,11 @@
-"""The whole method on the embedded default (Multi30k, CPU-scale space), each step resumable in one run directory.
+"""The whole method on a device, each step resumable in one run directory.
 
-fetch -> train the SuperTransformer (time budget; resumed) -> collect this machine's latency dataset (resumed) ->
-fit the predictor -> search operating points (NSGA-II front, verified on the device) -> scenario (dynamic against
-static while resources change) -> summary. A step whose output already exists is reused, so a second call picks up
-where the first stopped and a finished run is only summarised again.
+fetch Multi30k -> the SuperTransformer (the shipped release by default; a given checkpoint; or, with ``train``,
+one trained from scratch within a time budget) -> collect this machine's latency dataset for its space (paired
+when the machine's speed moves; resumed) -> fit the predictor -> search operating points (NSGA-II front, verified
+on the device, with decoding variants) -> scenario (dynamic against static while resources change) -> summary
+(each step's figures, each point's BLEU and latency, the targets). A step whose output already exists is reused,
+so a second call picks up where the first stopped and a finished run is only summarised again.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The pipeline's steps (``dynhat.pipeline``), one function each, run in order; each is reused when its output
-exists."""
+exists, so a second call redoes nothing and only prints the summary again."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import torch
 
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.data.fetch import fetch_multi30k, load_multi30k, shared_data_dir
-from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.measure import pinned
+from dynhat.errors import DataError
+from dynhat.inference.checkpoint import load_checkpoint, load_trained
 from dynhat.inference.points import PointLibrary
-from dynhat.io import atomic_write_text
-from dynhat.latency.collect import CollectSettings, collect
-from dynhat.latency.dataset import load_collection
-from dynhat.latency.ensemble import EnsemblePredictor
+from dynhat.inference.release import is_release, release_dir, shipped_releases
+from dynhat.io import atomic_write_text, file_sha256
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.pipeline.measure import latency_step
 from dynhat.pipeline.settings import PipelineSettings
+from dynhat.pipeline.summary import format_summary, point_rows, targets
 from dynhat.recipes.scenario import scenario_experiment
 from dynhat.runtime.report import write_experiment
 from dynhat.runtime.scenario import Scenario, default_scenario_path
@@ -41,7 +41,7 @@ def default_train_settings() -> TrainSettings:
 class _Steps:
     """Announces each step and keeps how long each took (a reused step takes seconds): the summary's ``minutes``."""
 
-    names = ("data", "train", "latency", "search", "scenario", "summary")
+    names = ("data", "model", "latency", "search", "scenario", "summary")
 
     def __init__(self) -> None:
         self.start = self.mark = time.perf_counter()
@@ -65,43 +65,84 @@ class _Steps:
 
 
 def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
+    """The main job (module docstring of ``dynhat.pipeline``); returns the summary it writes to summary.json."""
     settings = settings or PipelineSettings()
     steps = _Steps()
     run = Path(settings.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     mirror = shared_data_dir() / "multi30k"
-    steps.say(1, f"Multi30k ({'mirror ' + str(mirror) if mirror.is_dir() else 'download'})")
+    source = f"mirror {mirror}" if mirror.is_dir() else "download"
+    steps.say(1, f"Multi30k ({source})")
     root = fetch_multi30k(settings.cache_dir, mirror if mirror.is_dir() else None)
     valid, test = load_multi30k("val", root), load_multi30k("test_2016_flickr", root)
-    train_settings = default_train_settings()
-    checkpoint = _train(steps, settings, train_settings, run, root, valid)
+    checkpoint, model_facts = _model(steps, settings, run, root, valid)
+    model, vocab = load_trained(checkpoint)
+    model_facts["space"] = model.space.name
     torch.set_num_threads(settings.threads)
     # measured on the last CPUs of the process, one per thread, as the collections in docs/latency.md were (held-out
     # error under 1 %); an unpinned run of this step, its thread free to migrate between cores, fitted to 13 %
     measuring_cpus = tuple(sorted(os.sched_getaffinity(0))[-settings.threads:])
-    predictor, facts = _latency(steps, settings, train_settings, run, measuring_cpus)
-    model, vocab = load_trained(checkpoint)
+    predictor, latency_facts = latency_step(settings, model, run, measuring_cpus, lambda text: steps.say(3, text))
     library, points_path = _search(steps, settings, run, (model, vocab, checkpoint), predictor, (valid, test),
                                    measuring_cpus)
-    rows, table = _scenario(steps, settings, run, (model, vocab, library), valid, test)
+    rows, scenario = _scenario(steps, settings, run, (model, vocab, library), valid, test)
     steps.say(6, f"summary ({run / 'summary.json'})")
-    minutes = steps.total()  # of this invocation: a step reused from an earlier one takes seconds
-    summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points": str(points_path), **facts,
-               "scenario": [row for row in rows if row["phase"] == "overall"],
-               "timeline": str(run / "scenario" / "timeline.png"), "minutes": minutes}
+    overall_rows = [row for row in rows if row["phase"] == "overall"]
+    data = {"source": source, "valid": len(valid.src), "fitness_sentences": settings.valid_sentences,
+            "test_split": "test_2016_flickr", "test": len(test.src), "bleu_sentences": settings.test_sentences,
+            "scenario_sentences": sum(p.sentences for p in scenario.phases)}
+    summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points_file": str(points_path), "data": data,
+               "threads": settings.threads,
+               "model": model_facts, "latency": latency_facts, "points": point_rows(library, overall_rows),
+               "scenario": overall_rows, "scenario_table": str(run / "scenario" / "table.md"),
+               "targets": targets(library, overall_rows), "timeline": str(run / "scenario" / "timeline.png"),
+               "minutes": steps.total()}  # of this invocation: a step reused from an earlier one takes seconds
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
-    print(table)
-    print(f"timeline: {run / 'scenario' / 'timeline.png'}")
-    print("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()), flush=True)
+    print(format_summary(summary), flush=True)
     return summary
 
 
-def _train(steps: _Steps, settings: PipelineSettings, train_settings: TrainSettings, run: Path, root: Path,
-           valid: ParallelCorpus) -> Path:
-    """Step 2: the SuperTransformer (given, or trained within the time budget; resumed); its checkpoint."""
-    if settings.checkpoint is not None:
+def _model(steps: _Steps, settings: PipelineSettings, run: Path, root: Path, valid: ParallelCorpus
+           ) -> tuple[Path, dict[str, Any]]:
+    """Step 2: the SuperTransformer (given, shipped or trained here) as a path, and what the summary says of it.
+    A run directory serves one model: reusing it with another is refused (its points would be the other's)."""
+    if settings.checkpoint is None and not settings.train and settings.release in shipped_releases():
+        kind, path = "shipped release", release_dir(settings.release)
+        steps.say(2, f"SuperTransformer: the shipped release {settings.release} ({path})")
+    elif settings.checkpoint is not None:
+        kind, path = "given", release_dir(settings.checkpoint) if is_release(settings.checkpoint) \
+            else Path(settings.checkpoint)
         steps.say(2, f"SuperTransformer: reusing {settings.checkpoint}")
-        return Path(settings.checkpoint)
+    else:
+        kind, path = "trained here", _train(steps, settings, run, root, valid)
+    facts = {"kind": kind, "source": str(path), "sha256": file_sha256(path)} | _training_facts(path)
+    origin = {"kind": kind, "source": str(path)} | ({} if kind == "trained here" else {"sha256": facts["sha256"]})
+    record = run / "model_source.json"
+    if record.exists():
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+        if earlier != origin:
+            raise DataError(f"{record}: {run} holds the run of {earlier.get('kind')} {earlier.get('source')} "
+                            f"(sha256 {earlier.get('sha256', 'of its own training')}), not of {kind} {path}: "
+                            "pass another --run-dir")
+    else:
+        atomic_write_text(record, json.dumps(origin, indent=1) + "\n")
+    return path, facts
+
+
+def _training_facts(path: Path) -> dict[str, Any]:
+    """Updates and hours of training, from a release's model.json or a checkpoint's state."""
+    if path.is_dir():
+        meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        return {k: meta.get(k) for k in ("name", "updates", "wall_hours", "cpu_hours", "dtype")}
+    state = load_checkpoint(path).get("state", {})
+    return {"updates": state.get("update"), "wall_hours": round(state.get("elapsed_s", 0.0) / 3600, 3)}
+
+
+def _train(steps: _Steps, settings: PipelineSettings, run: Path, root: Path, valid: ParallelCorpus) -> Path:
+    """The SuperTransformer of the CPU-scale space trained from scratch within the time budget (resumed)."""
+    train_settings = default_train_settings()
+    if settings.checkpoint is None and not settings.train:
+        print(f"      no shipped release {settings.release!r} in this installation: training from scratch", flush=True)
     # a schedule that completes within the budget (~26 updates a minute at 2 threads on this machine)
     updates = max(50, round(26 * settings.train_minutes))
     train_settings = replace(train_settings, max_minutes=settings.train_minutes, max_updates=updates,
@@ -113,30 +154,6 @@ def _train(steps: _Steps, settings: PipelineSettings, train_settings: TrainSetti
         trainer.train()
     print(f"      update {trainer.state.update}, {trainer.state.elapsed_s / 60:.1f} min trained", flush=True)
     return run / "checkpoint_best.pt"
-
-
-def _latency(steps: _Steps, settings: PipelineSettings, train_settings: TrainSettings, run: Path,
-             cpus: tuple[int, ...]) -> tuple[LatencyPredictor, dict[str, Any]]:
-    """Step 3: this machine's latency dataset (resumed) and the predictor fitted on it; the summary's facts."""
-    latency_csv = run / "latency.csv"
-    steps.say(3, f"latency dataset of this machine: {settings.latency_configs} SubTransformers, {settings.threads} "
-              f"thread(s), drift-probed -> {latency_csv}")
-    with pinned(cpus, settings.threads):
-        collect(CollectSettings(space=train_settings.space, configs=settings.latency_configs,
-                                runs=settings.latency_runs, retries=settings.latency_retries,
-                                threads=settings.threads, vocab_size=train_settings.vocab_size), latency_csv)
-    collection = load_collection(latency_csv)
-    predictor_path = run / "latency_predictor.pt"
-    if predictor_path.exists():
-        predictor = LatencyPredictor.load(predictor_path)
-    else:
-        predictor = EnsemblePredictor(metadata=collection.predictor_metadata()).fit(collection.table("hat"))
-        predictor.save(predictor_path)
-    test_metrics = predictor.metadata["test"]
-    drift = collection.drifts[0].summary()
-    print(f"      drift {drift['min']:.3f}..{drift['max']:.3f} (corrected); predictor held-out MAPE "
-          f"{test_metrics['mape_pct']:.2f} %, RMSE {test_metrics['rmse_ms']:.2f} ms", flush=True)
-    return predictor, {"latency_predictor_test": test_metrics, "drift": drift}
 
 
 def _search(steps: _Steps, settings: PipelineSettings, run: Path, trained: tuple[Any, Any, Path],
@@ -169,16 +186,15 @@ def _search(steps: _Steps, settings: PipelineSettings, run: Path, trained: tuple
 
 
 def _scenario(steps: _Steps, settings: PipelineSettings, run: Path, served: tuple[Any, Any, PointLibrary],
-              valid: ParallelCorpus, test: ParallelCorpus) -> tuple[list[dict[str, Any]], str]:
-    """Step 5: the scenario, dynamic against every served point alone; its table's rows and markdown."""
+              valid: ParallelCorpus, test: ParallelCorpus) -> tuple[list[dict[str, Any]], Scenario]:
+    """Step 5: the scenario, dynamic against every served point alone; its table's rows, and the scenario."""
     out = run / "scenario"
+    scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
     if all((out / name).exists() for name in ("report.json", "table.md", "timeline.png")):
         steps.say(5, f"scenario: reusing {out / 'report.json'}")
-        rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["table"]
-        return rows, (out / "table.md").read_text(encoding="utf-8").rstrip("\n")
+        return json.loads((out / "report.json").read_text(encoding="utf-8"))["table"], scenario
     model, vocab, library = served
-    scenario = Scenario.from_yaml(settings.scenario or default_scenario_path())
     steps.say(5, f"scenario: {len(scenario.phases)} phases, dynamic vs {len(library.efficient())} static points")
     _, experiment = scenario_experiment(model, vocab, library, scenario, test, valid)
-    table = write_experiment(experiment, out)
-    return experiment.table(), table
+    write_experiment(experiment, out)
+    return experiment.table(), scenario

@@ -51,9 +51,12 @@ def plot_timeline(runs: dict[str, list[PhaseReport]], path: str | Path) -> None:
     plt.close(fig)
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    cols = ["run", "phase", "budget_ms", "within_pct", "mean_ms", "p95_ms", "bleu", "switches", "adapt_sentences",
-            "threads"]
+SCENARIO_COLUMNS = ("run", "phase", "budget_ms", "within_pct", "mean_ms", "p95_ms", "bleu", "switches",
+                    "adapt_sentences", "threads")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], cols: Sequence[str] = SCENARIO_COLUMNS) -> str:
+    """``rows`` as a markdown table of ``cols`` (a missing or None cell is left empty)."""
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in cols) + " |")
