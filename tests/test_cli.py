@@ -70,3 +70,13 @@ def test_every_failure_is_one_line_and_an_exit_code(tmp_path, capsys, monkeypatc
         assert main(["space", "info", "multi30k-cpu"]) == code
         err = capsys.readouterr().err
         assert text in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_evaluate_files_scores_a_gzip_pair_from_python(tmp_path) -> None:
+    from dynhat.recipes.evaluate import evaluate_files
+
+    model, vocab = toy_checkpoint(tmp_path / "toy.pt")
+    (tmp_path / "src.en.gz").write_bytes(gzip.compress("\n".join(LINES[:3]).encode() + b"\n"))
+    write_lines(tmp_path / "ref.de.gz", LINES[:3])
+    result = evaluate_files(model, vocab, largest(model.space), tmp_path / "src.en.gz", tmp_path / "ref.de.gz", beam=1)
+    assert len(result.hypotheses) == 3 and result.valid_loss is not None and result.bleu.sacrebleu >= 0

@@ -10,7 +10,7 @@ from dynhat.cli.args import integer
 def register(sub: argparse._SubParsersAction) -> None:
     scenario = sub.add_parser("scenario", help="run a stream of test sentences through phases of changing "
                                                "resources, dynamic vs static; report and plot")
-    scenario.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
+    scenario.add_argument("checkpoint", help="trained SuperTransformer: checkpoint, release folder or shipped name")
     scenario.add_argument("--points", required=True, help="operating-point library (dynhat search)")
     scenario.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario.yml)")
     scenario.add_argument("--out-dir", default="runs/scenario", help="report JSON, table and timeline PNG")

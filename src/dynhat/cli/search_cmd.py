@@ -49,7 +49,7 @@ def parse_cpus(text: str) -> tuple[int, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser("search", help="search operating points (one per latency constraint), verify them on "
                                            "this machine and write an operating-point library")
-    search.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
+    search.add_argument("checkpoint", help="trained SuperTransformer: checkpoint, release folder or shipped name")
     search.add_argument("--predictor", required=True, help="latency predictor of this machine (dynhat latency fit)")
     search.add_argument("--constraints", required=True, type=parse_constraints,
                         help="latency constraints in ms: 100,150,200 or LOW:HIGH:COUNT")
@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     variants = sub.add_parser("variants", help="add decoding variants (each point at narrower beams, verified on "
                                                "this machine) to an operating-point library")
-    variants.add_argument("checkpoint", help="the library's SuperTransformer checkpoint")
+    variants.add_argument("checkpoint",
+                          help="the library's SuperTransformer: checkpoint, release folder or shipped name")
     variants.add_argument("--points", required=True, help="operating-point library to extend")
     variants.add_argument("--beams", type=parse_beams, default=(1,), help="beams of the variants (default 1)")
     variants.add_argument("--out", required=True, help="library YAML to write (may be --points)")
@@ -104,7 +105,7 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     actions = sub.add_parser("points", help="operating-point libraries").add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="add a point of another library (same checkpoint) to a library, verified "
                                          "on this machine as the search verifies its points")
-    add.add_argument("checkpoint", help="the libraries' SuperTransformer checkpoint")
+    add.add_argument("checkpoint", help="the libraries' SuperTransformer: checkpoint, release folder or shipped name")
     add.add_argument("library", help="operating-point library to extend")
     add.add_argument("--source", required=True, help="library holding the point to add")
     add.add_argument("--id", required=True, help="id of the point in --source")

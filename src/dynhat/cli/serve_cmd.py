@@ -17,7 +17,7 @@ TOKEN_VARIABLE = "DYNHAT_BUDGET_TOKEN"
 
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="HTTP translation service under a latency budget (FastAPI + uvicorn)")
-    serve.add_argument("checkpoint", help="trained SuperTransformer checkpoint")
+    serve.add_argument("checkpoint", help="trained SuperTransformer: checkpoint, release folder or shipped name")
     serve.add_argument("--points", required=True, help="operating-point library (dynhat search)")
     serve.add_argument("--budget-ms", type=real(0, strict=True), required=True,
                        help="default latency budget per sentence")

@@ -9,7 +9,8 @@ from dynhat.cli.args import integer, real
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (holds model, space and vocabulary)")
+    parser.add_argument("checkpoint", help="training checkpoint, release folder or shipped release name (e.g. "
+                                           "multi30k-en-de)")
     parser.add_argument("--config", default="largest",
                         help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids")
     parser.add_argument("--beam", type=integer(1, 64), default=4)
@@ -49,11 +50,11 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dynhat.data.corpus import read_parallel, write_lines
+    from dynhat.data.corpus import write_lines
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.errors import ConfigError
     from dynhat.inference.checkpoint import load_trained
-    from dynhat.recipes.evaluate import evaluate
+    from dynhat.recipes.evaluate import evaluate, evaluate_files
     from dynhat.space import resolve_config
 
     if (args.src is None) != (args.ref is None):
@@ -61,8 +62,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, vocab = load_trained(args.checkpoint)
     config = resolve_config(args.config, model.space)
     if args.src:
-        test = read_parallel(args.src, args.ref)
-        result = evaluate(model, vocab, config, test, test, args.beam, args.lenpen)
+        result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam, args.lenpen)
         where = f"loss on {args.ref}"
     else:
         root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dynhat.data.batching import TokenBatcher
-from dynhat.data.corpus import ParallelCorpus
+from dynhat.data.corpus import ParallelCorpus, read_parallel
 from dynhat.model import SuperTransformer
 from dynhat.space import SubTransformerConfig
 from dynhat.train.trainer import validation_loss
@@ -32,3 +33,11 @@ def evaluate(model: SuperTransformer, vocab: TextVocabulary, config: SubTransfor
                                shuffle=False, max_positions=10**6).epoch(0)
         loss = validation_loss(model, batches, config, 0.1)[0]
     return Evaluation(config, score(hyps, test.tgt, test.tgt_lang), loss, hyps)
+
+
+def evaluate_files(model: SuperTransformer, vocab: TextVocabulary, config: SubTransformerConfig, src: str | Path,
+                   ref: str | Path, beam: int = 4, lenpen: float = 0.6) -> Evaluation:
+    """``evaluate`` on a user's own line-aligned source and reference files (plain or ``.gz``): BLEU against the
+    references and the loss on them (``valid_loss``), so any test set scores like Multi30k's."""
+    test = read_parallel(src, ref)
+    return evaluate(model, vocab, config, test, test, beam, lenpen)
