@@ -113,6 +113,21 @@ def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256
     load_release(out)  # the card is in the manifest: the folder still checks
 
 
+def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_and_facts(tmp_path) -> None:
+    toy_checkpoint(tmp_path / "toy.pt")
+    first = export_checkpoint(tmp_path / "toy.pt", tmp_path / "first" / "toy-en-de")
+    released, _ = load_release(first)
+    _toy_library(first, released, tmp_path / "points.yml")  # searched on the release, not on the checkpoint
+    again = export_checkpoint(first, tmp_path / "again" / "toy-en-de", points=tmp_path / "points.yml",
+                              train_command="dynhat train --config toy.yml",
+                              score=lambda *_: {"test_2016_flickr": 1.0})
+    assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    facts = json.loads((again / "model.json").read_text())
+    before = json.loads((first / "model.json").read_text())
+    assert facts == before | {"train_command": "dynhat train --config toy.yml", "released_with": facts["released_with"]}
+    assert facts["updates"] == 7 and "Operating points" in (again / "card.md").read_text()
+
+
 def test_a_card_without_a_command_says_how_to_reproduce_from_the_settings(tmp_path) -> None:
     toy_checkpoint(tmp_path / "toy.pt")
     card = (export_checkpoint(tmp_path / "toy.pt", tmp_path / "rel") / "card.md").read_text()

@@ -50,7 +50,7 @@ def _reproduce(facts: Mapping[str, Any]) -> list[str]:
 def _points_section(points: Sequence[Mapping[str, Any]], library: Mapping[str, Any]) -> list[str]:
     """A table of every point: decoder layers, beam, measured latency, the library's BLEU and each split's."""
     splits = list(dict.fromkeys(s for p in points for s in (p.get("bleu_splits") or {})))
-    intro = ("Searched on the training checkpoint" + (f" on {library['device']}" if library.get("device") else "")
+    intro = ("Searched on these weights" + (f" on {library['device']}" if library.get("device") else "")
              + (f", {library['threads']} thread(s)" if library.get("threads") else "")
              + f". Latency: HAT's protocol (30 source tokens, 30 decoder steps), on that machine. BLEU: sacreBLEU "
              f"at the point's beam; *library* on the {library.get('test_sentences', 'first')} test_2016_flickr "

@@ -37,6 +37,7 @@ from dynhat.space import DesignSpace
 FORMAT = "dynhat-release-1"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SHARED = ("decoder.embed_tokens.weight", "encoder.embed_tokens.weight")  # (alias, stored)
+MODEL_KEYS = ("format", "dtype", "vocab", "vocab_size", "dropout", "attention_dropout")  # model.json, not facts
 DEFAULT_RELEASE = "multi30k-en-de"
 #: Scores an operating point of the reference library on the release's own weights: {column: BLEU}.
 PointScorer = Callable[[SuperTransformer, Any, Any], Mapping[str, float]]
@@ -138,9 +139,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
 
 
 def training_facts(checkpoint: str | Path, name: str, train_command: str | None = None) -> dict[str, Any]:
-    """What the card and model.json say about how ``checkpoint`` was made (updates, hours, settings)."""
+    """What the card and model.json say about how ``checkpoint`` was made (updates, hours, settings). A release
+    re-exported (e.g. with the card of a library searched on it) keeps the facts of the checkpoint it came from."""
     from dynhat.inference.checkpoint import load_checkpoint
 
+    if is_release(checkpoint):
+        kept = {k: v for k, v in _json(release_dir(checkpoint) / "model.json").items() if k not in MODEL_KEYS}
+        return kept | {"name": name} | ({"train_command": train_command} if train_command else {})
     payload = load_checkpoint(checkpoint)
     state = payload.get("state", {})
     facts = {"name": name, "trained_from": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint),
