@@ -258,3 +258,11 @@ def test_unusable_yaml_files_are_named(tmp_path) -> None:
         with pytest.raises(ConfigError, match="not a regular file"):
             load(tmp_path)
     assert TrainSettings.from_dict({"max-lr": 1, "adam-betas": [0.9, 0.99]}).adam_betas == (0.9, 0.99)
+
+
+def test_the_training_fixes_glibcs_mmap_threshold_where_there_is_one() -> None:
+    import platform
+
+    from dynhat.train.allocator import fix_mmap_threshold
+
+    assert fix_mmap_threshold() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
