@@ -260,9 +260,9 @@ def test_unusable_yaml_files_are_named(tmp_path) -> None:
     assert TrainSettings.from_dict({"max-lr": 1, "adam-betas": [0.9, 0.99]}).adam_betas == (0.9, 0.99)
 
 
-def test_the_training_fixes_glibcs_mmap_threshold_where_there_is_one() -> None:
+def test_the_heap_is_trimmed_where_the_c_library_can() -> None:
     import platform
 
-    from dynhat.train.allocator import fix_mmap_threshold
+    from dynhat.train.allocator import release_free_heap
 
-    assert fix_mmap_threshold() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert release_free_heap() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

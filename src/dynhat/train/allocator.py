@@ -1,25 +1,31 @@
 """Keeping a CPU training's resident memory near its working set.
 
-Batches of varying shapes make glibc's malloc raise its mmap threshold each time a large block is freed; from
-then on large tensors come from the heap, which fragments and seldom shrinks, and a training process of the tiny
-space grew to 6-7 GB. A fixed threshold keeps large blocks in mmap, handed back to the system when freed.
+Batches of varying shapes leave glibc's heap fragmented: freed blocks between live ones stay resident, and a
+training process of the tiny space grew to 6-7 GB over an hour. Handing the free pages back every few updates
+(``malloc_trim``) keeps the heap's speed; fixing the mmap threshold instead kept memory at 1.9 GB but made every
+update about 40 % slower (each large tensor a fresh mapping, faulted in page by page).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from functools import cache
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
-
-def fix_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
-    """Fix glibc's mmap threshold at ``nbytes`` for this process; False where the C library has no such setting."""
+@cache
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
+        return ctypes.CDLL(name) if name else None
     except OSError:
+        return None
+
+
+def release_free_heap() -> bool:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``); False where there is no such call."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
         return False
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, nbytes))
+    libc.malloc_trim(0)
+    return True

@@ -17,7 +17,6 @@ from dynhat.errors import ConfigError
 from dynhat.hat.text import HatVocabulary
 from dynhat.inference.checkpoint import TRAINING_FIELDS, load_checkpoint, vocab_fields, vocab_from_checkpoint
 from dynhat.space import load_space
-from dynhat.train.allocator import fix_mmap_threshold
 from dynhat.train.settings import TrainSettings
 from dynhat.train.trainer import Trainer
 
@@ -71,7 +70,6 @@ def build_trainer(settings: TrainSettings, run_dir: str | Path, train: ParallelC
 def train_multi30k(settings: TrainSettings, run_dir: str | Path, data_root: str | Path | None = None,
                    mirror: str | Path | None = None, progress: bool = True,
                    piece_minutes: float | None = None) -> Trainer:
-    fix_mmap_threshold()  # resident memory stays near the working set over hours of varying batch shapes
     root = fetch_multi30k(data_root, mirror, progress=progress)
     trainer, _ = build_trainer(settings, run_dir, load_multi30k("train", root), load_multi30k("val", root))
     trainer.train(progress=progress, piece_minutes=piece_minutes)

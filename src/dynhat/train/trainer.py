@@ -37,6 +37,7 @@ from dynhat.inference.checkpoint import load_checkpoint, model_fields, save_chec
 from dynhat.io import atomic_write_text, remove_stale_temps
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, ladder, largest, sample, smallest
+from dynhat.train.allocator import release_free_heap
 from dynhat.train.loss import distillation_loss, label_smoothed_nll, label_smoothed_nll_of, to_base2
 from dynhat.train.rng import rng_state, set_rng_state
 from dynhat.train.schedule import LRSchedule
@@ -275,6 +276,7 @@ class Trainer:
                 window_tokens, window_start, window_updates = 0, time.perf_counter(), 0
             if self.state.update % s.save_every == 0 or done or best:
                 self.save(best)
+                release_free_heap()  # what varying batch shapes left free in the heap stops being resident
             if done:
                 break
         bar.close()
