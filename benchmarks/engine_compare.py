@@ -37,7 +37,7 @@ from results_file import RESULTS, write_result
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import DataError
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.ct2 import CT2Translator, export_ctranslate2
+from dynhat.inference.ct2 import CT2Translator, export_ctranslate2, export_points
 from dynhat.inference.measure import machine_info, pinned, source_tokens, time_translation
 from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model import extract
@@ -183,9 +183,10 @@ def breakdown(m: Any, config: SubTransformerConfig | None, beam: int) -> tuple[d
 def switch_times(model: Any, vocab: Any, chosen: list, folder: Path, n: int = 1000) -> str:
     """Markdown rows: median and p99 (µs) of the backend's switch, alternating between the first and last point."""
     points = [OperatingPoint(config, 1.0, 1.0, 1.0, beam=beam) for _, config, beam in chosen]
+    export_points(model, vocab, points, folder)
     backends = [DynhatBackend(model, vocab, points), DynhatBackend(model, vocab, points, precision="int8"),
-                CT2Backend(model, vocab, points, folder, compute_type="float32"),
-                CT2Backend(model, vocab, points, folder / "int8", compute_type="int8")]
+                CT2Backend(vocab, points, folder, compute_type="float32"),
+                CT2Backend(vocab, points, folder, compute_type="int8")]
     rows = ["| backend | median (µs) | p99 (µs) |", "| --- | --- | --- |"]
     for backend in backends:
         samples = []

@@ -29,7 +29,7 @@ from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.measure import machine_info, measure_latency, pinned
 from dynhat.inference.points import PointLibrary
 from dynhat.runtime.costs import CALIBRATION_TOKENS, PointCost
-from dynhat.translate.beam import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
+from dynhat.translate.interface import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B
 from dynhat.translate.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]

@@ -177,19 +177,26 @@ def test_dynamic_translator_serves_through_ctranslate2(tmp_path) -> None:  # typ
     pytest.importorskip("ctranslate2")
     from helpers.toy_runtime import sentences, toy_parts
 
+    from dynhat.inference.ct2 import export_points
     from dynhat.runtime import DynamicTranslator, calibrate
     from dynhat.runtime.backends import CT2Backend
 
     model, vocab, library = toy_parts(tmp_path)
-    with pytest.raises(DataError, match="decoder_arbitrary_ende_attn"):
-        CT2Backend(model, vocab, [replace(p, config=replace(p.config, decoder_arbitrary_ende_attn=(
+    with pytest.raises(DataError, match=r"point .*decoder_arbitrary_ende_attn"):
+        export_points(model, vocab, [replace(p, config=replace(p.config, decoder_arbitrary_ende_attn=(
             2,) * p.config.decoder_layer_num)) for p in library.efficient()], tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
     library = _ct2_library(library)
     points = library.efficient()
-    backend = CT2Backend(model, vocab, points, tmp_path / "ct2")
-    costs = calibrate(model, vocab, points, 1, runs=2, backend=backend)
+    with pytest.raises(DataError, match="no CTranslate2 model"):
+        CT2Backend(vocab, points, tmp_path / "ct2")
+    export_points(model, vocab, points, tmp_path / "ct2")
+    backend = CT2Backend(vocab, points, tmp_path / "ct2")
+    with pytest.raises(DataError, match="loaded for 1, not 2"):
+        calibrate(None, vocab, points, 2, runs=2, backend=backend)
+    costs = calibrate(None, vocab, points, 1, runs=2, backend=backend)
     assert len(costs.by_threads[1]) == len(points) and all(c.decoder_ms >= 0 for c in costs.by_threads[1])
-    dyn = DynamicTranslator(model, vocab, library, 60_000.0, costs=costs, threads=1, adapt_threads=False,
+    dyn = DynamicTranslator(None, vocab, library, 60_000.0, costs=costs, threads=1, adapt_threads=False,
                             backend=backend)
     src = sentences(5)
     reference = DynamicTranslator(model, vocab, library, 60_000.0, costs=costs, threads=1, adapt_threads=False)

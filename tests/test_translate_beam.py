@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from dynhat.model import ModelSettings, Seq2SeqModel, SuperTransformer, extract
 from dynhat.space import DesignSpace, SubTransformerConfig, largest, sample
-from dynhat.translate.beam import Hypothesis, beam_search, beam_search_nbest, greedy_search, max_lengths
+from dynhat.translate.beam import beam_search, beam_search_nbest, greedy_search, max_lengths
+from dynhat.translate.interface import Hypothesis
 from dynhat.translate.translator import Translator
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3

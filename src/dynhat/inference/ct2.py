@@ -19,18 +19,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from dynhat.errors import DataError
-from dynhat.model.functional import LAYER_NORM_EPS
-from dynhat.model.seq2seq import Seq2SeqModel
-from dynhat.model.weights import AttentionWeights, NormWeights, SubTransformerWeights
-from dynhat.space.config import SubTransformerConfig
-from dynhat.translate.beam import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, Hypothesis
-from dynhat.translate.translator import TextVocabulary
+from dynhat.translate.interface import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, Hypothesis, TextVocabulary
+
+if TYPE_CHECKING:  # the export needs torch; translating with an exported folder does not
+    from torch import Tensor
+
+    from dynhat.inference.points import OperatingPoint
+    from dynhat.model.seq2seq import Seq2SeqModel
+    from dynhat.model.weights import AttentionWeights, NormWeights, SubTransformerWeights
+    from dynhat.space.config import SubTransformerConfig
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's ids 0-3, which every dynhat vocabulary keeps
 
@@ -100,6 +100,8 @@ def _set_attention(spec: Any, a: AttentionWeights, norm: NormWeights) -> None:
 
 def ct2_spec(w: SubTransformerWeights, tokens: Sequence[str]) -> Any:
     """The CTranslate2 ``TransformerSpec`` of a float32 weight record (see the module docstring)."""
+    from dynhat.model.functional import LAYER_NORM_EPS
+
     check_expressible(w)
     _ct2()
     from ctranslate2.specs import common_spec, transformer_spec
@@ -153,19 +155,35 @@ def vocabulary_tokens(vocab: TextVocabulary | None, size: int) -> list[str]:
     return [*SPECIAL_TOKENS, *(str(i) for i in range(len(SPECIAL_TOKENS), size))]
 
 
-@torch.no_grad()
 def export_ctranslate2(model: Seq2SeqModel, config: SubTransformerConfig | None, out_dir: str | Path,
                        vocab: TextVocabulary | None = None, quantization: str | None = None) -> Path:
     """Write ``config`` of ``model`` as a CTranslate2 model folder (replaced if present); returns its path."""
+    import torch
+
     ct2 = _ct2()
-    w = model.weights(config)
-    spec = ct2_spec(w, vocabulary_tokens(vocab, w.decoder_embed.shape[0]))
+    with torch.no_grad():
+        w = model.weights(config)
+        spec = ct2_spec(w, vocabulary_tokens(vocab, w.decoder_embed.shape[0]))
 
     class _Given(ct2.converters.Converter):  # type: ignore[misc,name-defined]
         def _load(self) -> Any:
             return spec
 
     return Path(_Given().convert(str(out_dir), quantization=quantization, force=True))
+
+
+def export_points(model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[OperatingPoint], folder: str | Path,
+                  quantization: str | None = None) -> list[Path]:
+    """Each point's SubTransformer as ``folder / <SubTransformer id>`` (once per SubTransformer: decoding
+    variants share it), what ``runtime.backends.CT2Backend`` loads. Every point is checked before anything is
+    written, and a point CTranslate2 cannot express is refused naming the point and the field."""
+    for p in points:
+        try:
+            check_expressible(model.weights(p.config))
+        except DataError as err:
+            raise DataError(f"point {p.id}: {err}") from None
+    configs = {p.config.id: p.config for p in points}
+    return [export_ctranslate2(model, c, Path(folder) / cid, vocab, quantization) for cid, c in configs.items()]
 
 
 class CT2Translator:
@@ -180,7 +198,7 @@ class CT2Translator:
                                      intra_threads=threads)
         self.vocab, self.beam, self.lenpen = vocab, beam, lenpen
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
-        self.tokens = vocabulary_tokens(vocab, len(vocab))  # type: ignore[arg-type]
+        self.tokens = vocabulary_tokens(vocab, len(vocab))
         self.ids = {t: i for i, t in enumerate(self.tokens)}
 
     def hypotheses(self, sentences: Sequence[str]) -> list[Hypothesis]:

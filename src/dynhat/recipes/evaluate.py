@@ -12,7 +12,8 @@ from dynhat.model import SuperTransformer
 from dynhat.space import SubTransformerConfig
 from dynhat.train.trainer import validation_loss
 from dynhat.translate.bleu import BleuScores, score
-from dynhat.translate.translator import TextVocabulary, Translator
+from dynhat.translate.interface import TextVocabulary
+from dynhat.translate.translator import Translator
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.operating_points import first_sentences, predictor_latency
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.cost import count_params
-from dynhat.translate.translator import TextVocabulary
+from dynhat.translate.interface import TextVocabulary
 
 
 def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPoint:

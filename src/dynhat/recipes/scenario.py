@@ -18,7 +18,7 @@ from dynhat.runtime.costs import calibrate
 from dynhat.runtime.dynamic import DynamicTranslator
 from dynhat.runtime.experiment import Experiment, overall, run_experiment
 from dynhat.runtime.scenario import Scenario
-from dynhat.translate.translator import TextVocabulary
+from dynhat.translate.interface import TextVocabulary
 
 #: Validation sentences of the calibration: real lengths and output ratios, a few seconds per point.
 CALIBRATION_SENTENCES = 16

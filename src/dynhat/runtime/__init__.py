@@ -1,14 +1,12 @@
 """Step 6 of the pipeline: serve translations under a latency budget by switching operating points at run time.
 
-``dynamic`` (the translator), ``costs`` (its cost model, calibrated once), ``controller`` (policies), ``monitor``
-(free cores, slowdown), ``service`` (HTTP);
+``dynamic`` (the translator), ``backends`` (what runs a point: dynhat float32/int8, CTranslate2), ``costs`` (its
+cost model, calibrated once), ``controller`` (policies), ``monitor`` (free cores, slowdown), ``service`` (HTTP);
 the scenario experiment: ``scenario`` (phases YAML), ``load`` (busy processes), ``experiment``, ``report``.
+Names are imported on first use: a service over an engine folder imports no torch.
 """
 
-from dynhat.runtime.controller import Candidate, FixedPolicy, GreedyPolicy, HysteresisPolicy, Policy
-from dynhat.runtime.costs import CostModel, PointCost, calibrate
-from dynhat.runtime.dynamic import DynamicTranslator, TranslationResult
-from dynhat.runtime.monitor import ResourceMonitor, Resources, SlowdownTracker
+from dynhat.lazy import lazy_getattr
 
 __all__ = [
     "Candidate",
@@ -25,3 +23,10 @@ __all__ = [
     "TranslationResult",
     "calibrate",
 ]
+
+__getattr__ = lazy_getattr(__name__, {
+    "controller": ("Candidate", "FixedPolicy", "GreedyPolicy", "HysteresisPolicy", "Policy"),
+    "costs": ("CostModel", "PointCost", "calibrate"),
+    "dynamic": ("DynamicTranslator", "TranslationResult"),
+    "monitor": ("ResourceMonitor", "Resources", "SlowdownTracker"),
+})

@@ -1,29 +1,34 @@
 """What runs an operating point for the dynamic translator: dynhat itself (float32 or int8) or CTranslate2.
 
 A backend gives each point a translator (``hypotheses(sentences)``), does the switch to a point (the work between
-the controller's decision and the point being in use) and times the latency protocol for calibration. The
-controller, budgets, cost models and switching logic are the translator's and do not change with the backend.
+the controller's decision and the point being in use), sets and pins the thread count, and times the latency
+protocol for calibration. The controller, budgets, cost models and switching logic are the translator's and do
+not change with the backend.
 
 - ``DynhatBackend(model, precision="fp32")``: views of the SuperTransformer's shared weights; a switch is a
   look-up of the point's cached record. ``precision="int8"`` quantizes every point once when the backend is
   built (``model.quantized.Int8Model``); a switch is then a look-up of the point's int8 record.
-- ``CT2Backend``: every point exported to CTranslate2 (``inference.ct2``; a library with a point CTranslate2
-  cannot express is refused, naming the point and the field) and loaded once, at one thread count; a switch is an
-  index into the loaded engines. Each point holds its own weights (no sharing): memory grows with the points.
+- ``CT2Backend``: every point a CTranslate2 model folder (``inference.ct2.export_points``, or an engine folder,
+  ``inference.engine``), loaded once at one thread count; a switch is an index into the loaded engines. Each
+  point holds its own weights (no sharing): memory grows with the points. This module and ``CT2Backend`` import
+  no torch, so a service over an engine folder runs without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dynhat.errors import DataError
-from dynhat.inference.measure import measure_latency, pinned, source_tokens
 from dynhat.inference.points import OperatingPoint
-from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.runtime.costs import CALIBRATION_TOKENS as PROTOCOL_TOKENS
-from dynhat.translate.translator import TextVocabulary, Translator
+from dynhat.translate.interface import TextVocabulary
+
+if TYPE_CHECKING:
+    from dynhat.model.seq2seq import Seq2SeqModel
+    from dynhat.translate.translator import Translator
 
 PRECISIONS = ("fp32", "int8")
 
@@ -34,6 +39,10 @@ class Backend(Protocol):
     def translator(self, point: OperatingPoint) -> Any: ...  # has hypotheses(sentences) -> list[Hypothesis]
 
     def switch(self, point: OperatingPoint) -> None: ...
+
+    def set_threads(self, threads: int) -> None: ...
+
+    def pinned(self, threads: int) -> contextlib.AbstractContextManager[None]: ...
 
     def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]: ...
 
@@ -55,36 +64,51 @@ class DynhatBackend:
             model.weights(p.config)  # slice (and quantize) every point once now: later switches are look-ups
 
     def translator(self, point: OperatingPoint) -> Translator:
+        from dynhat.translate.translator import Translator
+
         return Translator(self.model, self.vocab, point.config, beam=point.beam)
 
     def switch(self, point: OperatingPoint) -> None:
         self.model.weights(point.config)
 
+    def set_threads(self, threads: int) -> None:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+    def pinned(self, threads: int) -> contextlib.AbstractContextManager[None]:
+        from dynhat.inference.measure import pinned
+
+        return pinned(None, threads)
+
     def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]:
         """(encoder ms, decoder ms) of the latency protocol (30-token source, 30 steps at the point's beam)."""
+        from dynhat.inference.measure import measure_latency
+
         r = measure_latency(self.model, point.config, src_len=PROTOCOL_TOKENS, tgt_len=PROTOCOL_TOKENS,
                             beam=point.beam, runs=runs, warmup=2, threads=threads)
         return r.encoder_ms, r.decoder_ms
 
 
 class CT2Backend:
-    """Every point exported to CTranslate2 under ``folder`` and loaded with ``compute_type`` at ``threads``."""
+    """Every point's CTranslate2 folder ``folder / <SubTransformer id>`` (``inference.ct2.export_points``) loaded
+    with ``compute_type`` ("default": as exported) at ``threads`` intra-op threads, the only count it serves."""
 
-    def __init__(self, model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[OperatingPoint],
-                 folder: str | Path, compute_type: str = "float32", threads: int = 1) -> None:
-        from dynhat.inference.ct2 import CT2Translator, export_ctranslate2
+    def __init__(self, vocab: TextVocabulary, points: Sequence[OperatingPoint], folder: str | Path,
+                 compute_type: str = "default", threads: int = 1) -> None:
+        from dynhat.inference.ct2 import CT2Translator
 
         self.name, self.threads = f"ctranslate2 {compute_type}", threads
-        self.vocab_size = model.weights(points[0].config).decoder_embed.shape[0] if points else 0
+        self.vocab_size = len(vocab)
         self._engines: dict[str, CT2Translator] = {}
         for p in points:
-            if p.config.id not in {q.config.id for q in points[: points.index(p)]}:
-                try:
-                    export_ctranslate2(model, p.config, Path(folder) / p.config.id, vocab)
-                except DataError as err:
-                    raise DataError(f"point {p.id}: {err}") from None
-            self._engines[p.id] = CT2Translator(Path(folder) / p.config.id, vocab, beam=p.beam,
-                                                compute_type=compute_type, threads=threads)
+            path = Path(folder) / p.config.id
+            if not (path / "model.bin").is_file():
+                raise DataError(f"point {p.id}: no CTranslate2 model in {path} (export it first: "
+                                "inference.ct2.export_points or dynhat export --engine ctranslate2)")
+            self._engines[p.id] = CT2Translator(path, vocab, beam=p.beam, compute_type=compute_type,
+                                                threads=threads)
 
     def translator(self, point: OperatingPoint) -> Any:
         return self._engines[point.id]
@@ -92,16 +116,31 @@ class CT2Backend:
     def switch(self, point: OperatingPoint) -> None:
         _ = self._engines[point.id]  # the switch is this look-up
 
+    def _check(self, threads: int) -> None:
+        if threads != self.threads:
+            raise DataError(f"threads: this CTranslate2 backend was loaded for {self.threads}, not {threads} "
+                            "(serve it with that count and adapt_threads=False)")
+
+    def set_threads(self, threads: int) -> None:
+        self._check(threads)
+
+    @contextlib.contextmanager
+    def pinned(self, threads: int) -> Iterator[None]:
+        """Nothing to set: the engines run at the count they were loaded with."""
+        self._check(threads)
+        yield
+
     def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]:
         """The protocol through CTranslate2: ``steps`` forced decoder steps, the encoder taken as the 1-step run
         less one step (CTranslate2 runs at the thread count it was loaded with)."""
-        if threads != self.threads:
-            raise DataError(f"threads: this CTranslate2 backend was loaded for {self.threads}, not {threads}")
+        import random
+
+        self._check(threads)
         engine = self._engines[point.id]
-        ids = source_tokens(PROTOCOL_TOKENS, self.vocab_size)[0, :-1].tolist()
-        with pinned(None, threads):
-            engine.forced_seconds(ids, PROTOCOL_TOKENS)
-            full = sorted(engine.forced_seconds(ids, PROTOCOL_TOKENS) for _ in range(runs))[runs // 2] * 1e3
-            one = sorted(engine.forced_seconds(ids, 1) for _ in range(runs))[runs // 2] * 1e3
+        rng = random.Random(0)  # a fixed pseudo-sentence of ordinary tokens, as the protocol's
+        ids = [rng.randrange(4, self.vocab_size) for _ in range(PROTOCOL_TOKENS - 1)]
+        engine.forced_seconds(ids, PROTOCOL_TOKENS)
+        full = sorted(engine.forced_seconds(ids, PROTOCOL_TOKENS) for _ in range(runs))[runs // 2] * 1e3
+        one = sorted(engine.forced_seconds(ids, 1) for _ in range(runs))[runs // 2] * 1e3
         step = max(0.0, (full - one) / (PROTOCOL_TOKENS - 1))
         return max(0.0, one - step), PROTOCOL_TOKENS * step

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynhat.errors import DataError
-from dynhat.inference.measure import pinned
 from dynhat.inference.points import OperatingPoint
 from dynhat.io import atomic_write_text
-from dynhat.model.supertransformer import SuperTransformer
-from dynhat.translate.translator import TextVocabulary
+from dynhat.translate.interface import TextVocabulary
 
 if TYPE_CHECKING:
+    from dynhat.model.supertransformer import SuperTransformer
     from dynhat.runtime.backends import Backend
 
 CALIBRATION_TOKENS = 30
@@ -102,7 +101,7 @@ class CostModel:
         return model
 
 
-def calibrate(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[OperatingPoint], threads: int,
+def calibrate(model: SuperTransformer | None, vocab: TextVocabulary, points: Sequence[OperatingPoint], threads: int,
               runs: int = 10, sentences: Sequence[str] | None = None, backend: Backend | None = None) -> CostModel:
     """Each point's cost model at 1..``threads`` threads: the measurement protocol's encoder and
     decoder times, then one least-squares fit per beam, over its points' real translations of ``sentences``
@@ -116,19 +115,21 @@ def calibrate(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[O
     ~50 % too long on Multi30k, which inflated every estimate and the scenario's budgets until traffic
     corrected it; and the points' ratios differ by up to 1.4x, docs/runtime.md).
 
-    ``backend``: what serves the points (``runtime.backends``; default dynhat float32 over ``model``); calibrate
-    with the backend the translator will serve with."""
-    from dynhat.runtime.backends import DynhatBackend
+    ``backend``: what serves the points (``runtime.backends``; default dynhat float32 over ``model``, which
+    may be None when a backend is given); calibrate with the backend the translator will serve with."""
+    if backend is None:
+        from dynhat.runtime.backends import DynhatBackend
 
-    model.eval()
-    backend = backend or DynhatBackend(model, vocab)
+        if model is None:
+            raise ValueError("calibrate: give the model or the backend that serves the points")
+        backend = DynhatBackend(model.eval(), vocab)
     translators = [backend.translator(p) for p in points]
     real = sentences is not None
-    sentences = list(sentences) if real else synthetic_sentences(model, vocab, points)
+    sentences = list(sentences) if real else synthetic_sentences(vocab)
     by_threads: dict[int, list[PointCost]] = {}
     ratios = [DEFAULT_LENGTH_RATIO] * len(points)
     for k in range(1, threads + 1):
-        with pinned(None, k):
+        with backend.pinned(k):
             by_threads[k], measured = _calibrate_at(backend, vocab, points, translators, k, runs, sentences)
         if real and k == threads:
             ratios = measured
@@ -170,11 +171,10 @@ def _calibrate_at(backend: Backend, vocab: TextVocabulary, points: Sequence[Oper
     return [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam]) for b, p in zip(bases, points, strict=True)], ratios
 
 
-def synthetic_sentences(model: SuperTransformer, vocab: TextVocabulary, points: Sequence[OperatingPoint],
-                        count: int = 12, seed: int = 0) -> list[str]:
+def synthetic_sentences(vocab: TextVocabulary, count: int = 12, seed: int = 0) -> list[str]:
     """Sentences of ordinary subwords, 4 to 40 long: timing needs lengths, not meaning."""
     rng = random.Random(seed)
-    vocab_size = model.weights(points[0].config).decoder_embed.shape[0]
+    vocab_size = len(vocab)
     out = []
     for i in range(count):
         length = 4 + round(36 * i / max(1, count - 1))

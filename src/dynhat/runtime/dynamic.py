@@ -22,16 +22,18 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynhat.errors import BudgetUnmeetable
 from dynhat.inference.points import OperatingPoint, PointLibrary
-from dynhat.model.supertransformer import SuperTransformer
-from dynhat.runtime.backends import Backend, DynhatBackend
+from dynhat.runtime.backends import Backend
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
 from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
-from dynhat.translate.translator import TextVocabulary
+from dynhat.translate.interface import TextVocabulary
+
+if TYPE_CHECKING:
+    from dynhat.model.supertransformer import SuperTransformer
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,21 @@ class DynamicTranslator:
     runs at the count its calibration found fastest. ``costs`` is the points' cost model (``runtime.costs``: from
     ``calibrate`` or ``CostModel.load``, or given as one list per thread count or one list for every count); the
     translator measures nothing itself. ``backend`` runs the points (``runtime.backends``: dynhat float32, the
-    default, or int8, or CTranslate2); the cost model must be calibrated with the same backend.
+    default, or int8, or CTranslate2); the cost model must be calibrated with the same backend. ``model`` is the
+    SuperTransformer the default backend serves; None with a backend of its own (an engine folder, which needs
+    no torch).
     """
 
-    def __init__(self, model: SuperTransformer, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
+    def __init__(self, model: SuperTransformer | None, vocab: TextVocabulary, library: PointLibrary, budget_ms: float,
                  policy: Policy | None = None, *,
                  costs: CostModel | Sequence[PointCost] | Mapping[int, Sequence[PointCost]],
                  max_budget_ms: float = 60_000.0, threads: int | None = None, adapt_threads: bool = True,
                  backend: Backend | None = None) -> None:
-        import torch
-
         if not library.points:
             raise ValueError("the operating-point library is empty")
-        self.model, self.vocab = model.eval(), vocab
+        if model is None and backend is None:
+            raise ValueError("give the model, or the backend that serves the points")
+        self.model, self.vocab = None if model is None else model.eval(), vocab
         self.points: list[OperatingPoint] = library.efficient()
         # the policies compare one number, lower is better: the rank by quality
         order = sorted(range(len(self.points)), key=lambda i: self.points[i].quality)
@@ -91,12 +95,17 @@ class DynamicTranslator:
         self.policy = policy or HysteresisPolicy()
         self.max_budget_ms = max_budget_ms
         self.budget_ms = self._check_budget(budget_ms)
-        self.calibrated_threads = threads or (costs.threads if isinstance(costs, CostModel) else
-                                              torch.get_num_threads())
+        if threads is None:
+            threads = costs.threads if isinstance(costs, CostModel) else _torch_threads()
+        self.calibrated_threads = threads
         self.max_threads = self.calibrated_threads
         self.adapt_threads = adapt_threads
         # the backend slices (or quantizes, or loads) every point once now: later switches are look-ups
-        self.backend = backend or DynhatBackend(model, vocab, self.points)
+        if backend is None:
+            from dynhat.runtime.backends import DynhatBackend
+
+            backend = DynhatBackend(self.model, vocab, self.points)  # type: ignore[arg-type]
+        self.backend = backend
         self.translators = [self.backend.translator(p) for p in self.points]
         if not isinstance(costs, CostModel):
             costs = CostModel.given(self.points, costs, self.calibrated_threads)
@@ -206,8 +215,6 @@ class DynamicTranslator:
                       ) -> TranslationResult:
         """Translate on the point chosen now. ``strict``: refuse (``BudgetUnmeetable``, before any work) when even
         that point is expected to miss the budget, instead of answering late (admission control)."""
-        import torch
-
         budget = self.budget_ms if budget_ms is None else self._check_budget(budget_ms)
         src_tokens = len(self.vocab.encode(sentence))
         with self._lock:
@@ -223,8 +230,7 @@ class DynamicTranslator:
                 switch_ms = (time.perf_counter() - decided) * 1e3
                 self.switches.append(SwitchEvent(decided - self._start, self.current, index, switch_ms))
                 self.current = index
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+            self.backend.set_threads(threads)
             self.threads = threads
         start = time.perf_counter()
         hyp = self.translators[index].hypotheses([sentence])[0]
@@ -265,3 +271,10 @@ class DynamicTranslator:
             "switches": len(self.switches),
             "refused": self.refused,
         }
+
+
+def _torch_threads() -> int:
+    """torch's intra-op threads now: the default cap of a translator over dynhat's own backend."""
+    import torch
+
+    return torch.get_num_threads()

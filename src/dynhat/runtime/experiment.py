@@ -135,12 +135,13 @@ def run_experiment(translator: DynamicTranslator, scenario: Scenario, sources: S
     def copy(policy: Any) -> DynamicTranslator:
         twin = DynamicTranslator(translator.model, translator.vocab, translator.library, translator.budget_ms,
                                  policy, costs=translator.costs_by_threads,
-                                 threads=translator.calibrated_threads, adapt_threads=False)
+                                 threads=translator.calibrated_threads, adapt_threads=False,
+                                 backend=translator.backend)
         twin.length_ratios = list(length_ratios)
         return twin
 
     fixed_threads = copy(deepcopy(translator.policy))  # the policy as it was before the dynamic run
-    with pinned(None, scenario.threads):
+    with translator.backend.pinned(scenario.threads):
         budgets = phase_budgets(translator, scenario, sources)
         runs = {"dynamic": run_scenario(translator, scenario, sources, references, budgets, "dynamic", progress)}
         if static:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import torch
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class Resources:
     load_1m: float  # system run-queue length, all processes
     other_cpu_pct: float  # CPU used by other processes since the last reading, in % of one core
     cpu_mhz: float | None
-    gpu: str | None
-    torch_threads: int
+    gpu: str | None  # None also in a process without torch (an engine service)
+    torch_threads: int | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,9 +68,10 @@ class ResourceMonitor:
             self._last = now
         other = max(0.0, busy - own) / wall * 100 if wall > 0 else 0.0
         freq = psutil.cpu_freq()
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        torch = sys.modules.get("torch")  # read only where the process uses it: importing it costs ~220 MB
+        gpu = torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None
         return Resources(len(os.sched_getaffinity(0)), cgroup_quota_cpus(), os.getloadavg()[0], round(other, 1),
-                         freq.current if freq else None, gpu, torch.get_num_threads())
+                         freq.current if freq else None, gpu, None if torch is None else torch.get_num_threads())
 
 
 class FreeCores:

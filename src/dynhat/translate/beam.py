@@ -23,7 +23,6 @@ keep its batch-mates' rows computing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -31,18 +30,10 @@ from torch import Tensor
 from dynhat.model.incremental import DecoderState
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
+from dynhat.translate.interface import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, Hypothesis
 
 # Special ids are fairseq's; the model knows pad and eos, these two are fixed by the vocabulary convention.
 BOS, UNK = 0, 3
-DEFAULT_MAX_LEN_A = 1.2
-DEFAULT_MAX_LEN_B = 10
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    tokens: list[int]  # generated ids without the final eos
-    score: float  # summed log-probability (eos included) / (len(tokens) + 1) ** lenpen
-
 
 def max_lengths(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransformerConfig | None, max_len_a: float,
                 max_len_b: float) -> Tensor:

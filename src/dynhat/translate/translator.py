@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
-
 import torch
 
 from dynhat.errors import DataError
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.space.config import SubTransformerConfig
-from dynhat.translate.beam import (
-    DEFAULT_MAX_LEN_A,
-    DEFAULT_MAX_LEN_B,
-    Hypothesis,
-    beam_search_nbest,
-    greedy_search,
-)
-
-
-class TextVocabulary(Protocol):
-    """What the translator needs of a vocabulary (``dynhat.data.vocab.Vocabulary`` or a stand-in in tests)."""
-
-    eos: int
-    pad: int
-
-    def encode(self, text: str) -> list[int]: ...  # subword ids, without bos/eos
-
-    def decode(self, ids: Iterable[int]) -> str: ...  # detokenized text
+from dynhat.translate.beam import beam_search_nbest, greedy_search
+from dynhat.translate.interface import DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, Hypothesis, TextVocabulary
 
 
 class Translator:
