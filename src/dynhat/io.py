@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -85,6 +86,40 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def write_manifest(folder: str | Path, names: list[str], fmt: str) -> dict[str, str]:
+    """Write ``folder/manifest.json``: ``fmt`` and the SHA-256 of each of ``names`` (paths inside ``folder``).
+    Written last, so a folder with a manifest is complete."""
+    folder = Path(folder)
+    sha256 = {name: file_sha256(folder / name) for name in names}
+    atomic_write_text(folder / "manifest.json", json.dumps({"format": fmt, "sha256": sha256}, indent=1))
+    return sha256
+
+
+def check_manifest(folder: str | Path, fmt: str, what: str, required: tuple[str, ...] = ()) -> dict[str, str]:
+    """Check every file ``folder/manifest.json`` lists against its SHA-256 (``what`` names the kind of folder in
+    errors); returns the listing."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (not a {what}?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    listed = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if manifest.get("format") != fmt or not isinstance(listed, dict) or any(n not in listed for n in required):
+        raise DataError(f"{path}: not a {what} manifest (format {fmt!r})")
+    for name, expected in listed.items():
+        file = folder / name
+        if not file.is_file():
+            raise DataError(f"{file}: listed in the manifest but missing")
+        actual = file_sha256(file)
+        if actual != expected:
+            raise DataError(f"{file}: sha256 {actual} does not match the manifest's {expected}: the file was "
+                            "changed or damaged; export or download it again")
+    return listed
 
 
 def read_text(path: str | Path, missing: str = "file not found", encoding: str = "utf-8") -> str:

@@ -1,4 +1,5 @@
-"""``dynhat export``: a training checkpoint as a release folder (safetensors weights, vocabulary, space, card)."""
+"""``dynhat export``: a training checkpoint as a release folder (safetensors weights, vocabulary, space, card), or
+a library's operating points as an engine folder (``--engine ctranslate2``) that a service serves without torch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--out-dir", required=True, help="the release folder to write")
     export.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
                         help="weights on disk (loaded as fp32)")
-    export.add_argument("--points", default=None, help="operating-point library of this checkpoint, for the card")
+    export.add_argument("--points", default=None, help="operating-point library of this checkpoint: for the card; "
+                                                        "with --engine, the points to export")
+    export.add_argument("--engine", choices=("ctranslate2",), default=None,
+                        help="write the library's served points as CTranslate2 models (an engine folder, "
+                             "dynhat serve ENGINE_DIR) instead of a release; needs --points")
+    export.add_argument("--quantization", choices=("int8", "int8_float32", "int16", "float32", "float16",
+                                                    "bfloat16"), default="int8",
+                        help="with --engine: the weights' type in the engine folder")
     export.add_argument("--bleu-splits", default=CARD_SPLITS,
                         help="with --points: Multi30k test splits each point is scored on in full, on the release's "
                              f"weights, comma-separated (default {CARD_SPLITS}; '' for none)")
@@ -27,9 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dynhat.recipes.release import export_scored
+    from dynhat.errors import ConfigError
+    from dynhat.recipes.release import export_engine_scored, export_scored
 
     splits = [s.strip() for s in args.bleu_splits.split(",") if s.strip()]
+    if args.engine is not None:
+        if args.points is None:
+            raise ConfigError("--engine exports a library's points: give --points")
+        out = export_engine_scored(args.checkpoint, args.points, args.out_dir, args.quantization, splits,
+                                   args.cache_dir, args.mirror)
+        print(f"engine folder written to {out}: serve it with dynhat serve {out} --budget-ms MS")
+        return 0
     out = export_scored(args.checkpoint, args.out_dir, args.dtype, args.points, args.name, args.train_command,
                         splits, args.cache_dir, args.mirror)
     print(f"release written to {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")

@@ -64,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--test-sentences", type=integer(0), default=0, help="test BLEU on the first N (0: all)")
     search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="of the fitness passes (auto: bfloat16 autocast where the CPU has it natively)")
+    search.add_argument("--engine", choices=("ctranslate2",), default=None,
+                        help="keep to the SubTransformers this engine can express (one head count per stack, "
+                             "encoder-decoder attention on the last encoder layer), so the library exports with "
+                             "dynhat export --engine")
     search.add_argument("--population", type=integer(2), default=125)
     search.add_argument("--parents", type=integer(1), default=None,
                         help="of the population (default: a fifth, at least 2)")
@@ -179,7 +183,7 @@ def _search(args: argparse.Namespace) -> int:
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
                               verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
                               threads=args.threads, variant_beams=args.variant_beams, precision=args.precision,
-                              workers=args.workers)
+                              workers=args.workers, engine=args.engine)
     model, vocab = load_trained(args.checkpoint)
     predictor = load_predictor(args.predictor)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dynhat.cli.args import integer, real
 
 if TYPE_CHECKING:
+    from dynhat.runtime.costs import CostModel
     from dynhat.runtime.dynamic import DynamicTranslator
 
 #: When set, ``PUT /budget`` needs ``Authorization: Bearer <its value>`` (an environment variable, so the token
@@ -17,8 +19,10 @@ TOKEN_VARIABLE = "DYNHAT_BUDGET_TOKEN"
 
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="HTTP translation service under a latency budget (FastAPI + uvicorn)")
-    serve.add_argument("checkpoint", help="trained SuperTransformer: checkpoint, release folder or shipped name")
-    serve.add_argument("--points", required=True, help="operating-point library (dynhat search)")
+    serve.add_argument("checkpoint", help="trained SuperTransformer (checkpoint, release folder or shipped name), or "
+                                          "an engine folder (dynhat export --engine: served without torch)")
+    serve.add_argument("--points", default=None, help="operating-point library (dynhat search); an engine folder "
+                                                      "has its own")
     serve.add_argument("--budget-ms", type=real(0, strict=True), required=True,
                        help="default latency budget per sentence")
     serve.add_argument("--host", default="127.0.0.1")
@@ -26,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--threads", type=integer(1), default=1, help="most torch intra-op threads; fewer while other "
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
-    serve.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                       help="int8: each point's large matrices quantized once at start-up (docs/model.md)")
+    serve.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                       help="int8: each point's large matrices quantized once at start-up (docs/model.md); of an "
+                            "engine folder: the type its engines compute in (default fp32, or as exported)")
     serve.add_argument("--calibrate-runs", type=integer(1), default=10)
     costs = serve.add_mutually_exclusive_group()
     costs.add_argument("--costs", default=None, metavar="FILE",
@@ -46,7 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     from dynhat.errors import ConfigError
-    from dynhat.inference.measure import pinned
     from dynhat.runtime.service import ServiceLimits, serve
 
     try:
@@ -57,30 +61,72 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     if not 0 < args.budget_ms <= 60_000 or args.threads < 1:
         raise ConfigError("--budget-ms must be in (0, 60000] and --threads >= 1")
+    from dynhat.inference.engine import is_engine
+
+    if is_engine(args.checkpoint):  # no torch in this process: the engines keep the thread count they load with
+        serve(_engine_translator(args), args.host, args.port, limits)
+        return 0
+    if args.points is None:
+        raise ConfigError("--points: an operating-point library is needed to serve a SuperTransformer")
+    from dynhat.inference.measure import pinned
+
     with pinned(None, args.threads):
         serve(_translator(args), args.host, args.port, limits)
     return 0
 
 
+def _costs(args: argparse.Namespace, points: list, calibrate: Callable[[], CostModel]) -> CostModel:
+    """The saved cost model (``--costs``, checked against the points and threads) or one calibrated now (saved to
+    ``--save-costs`` when given)."""
+    from dynhat.runtime.costs import CostModel
+
+    if args.costs is not None:
+        costs = CostModel.load(args.costs)
+        costs.check(points, args.threads, source=args.costs)
+        return costs
+    costs = calibrate()
+    if args.save_costs is not None:
+        costs.save(args.save_costs)
+    return costs
+
+
+def _engine_translator(args: argparse.Namespace) -> DynamicTranslator:
+    """An engine folder's points, loaded once through CTranslate2 at ``--threads`` (fixed: CTranslate2 sets a
+    translator's threads when it loads it), with the saved or a freshly calibrated cost model."""
+    from dynhat.errors import ConfigError
+    from dynhat.inference.engine import load_engine
+    from dynhat.runtime.costs import calibrate
+    from dynhat.runtime.dynamic import DynamicTranslator
+
+    if args.points is not None:
+        raise ConfigError(f"--points: {args.checkpoint} is an engine folder and serves its own points.yml")
+    if args.threads != 1:
+        raise ConfigError("--threads: an engine folder is served at 1 thread (CTranslate2 fixes a model's threads "
+                          "when it loads it; adapting the thread count needs dynhat's own backend)")
+    engine = load_engine(args.checkpoint)
+    compute = {None: "default", "fp32": "float32", "int8": "int8"}[args.precision]
+    backend = engine.backend(compute, args.threads)
+    points = engine.library.efficient()
+    costs = _costs(args, points, lambda: calibrate(None, engine.vocab, points, args.threads, args.calibrate_runs,
+                                                   backend=backend))
+    return DynamicTranslator(None, engine.vocab, engine.library, args.budget_ms, costs=costs, threads=args.threads,
+                             adapt_threads=False, backend=backend)
+
+
 def _translator(args: argparse.Namespace) -> DynamicTranslator:
     """The checkpoint's translator over the library's points (``--precision``), with the saved cost model
-    (``--costs``, measured at that precision) or one calibrated now (seconds per point and thread count; saved to
-    ``--save-costs`` when given)."""
+    (``--costs``, measured at that precision) or one calibrated now (seconds per point and thread count)."""
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
     from dynhat.runtime.backends import DynhatBackend
-    from dynhat.runtime.costs import CostModel, calibrate
+    from dynhat.runtime.costs import calibrate
     from dynhat.runtime.dynamic import DynamicTranslator
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
-    backend = DynhatBackend(model, vocab, library.efficient(), precision=args.precision)
-    if args.costs is not None:
-        costs = CostModel.load(args.costs)
-        costs.check(library.efficient(), args.threads, source=args.costs)
-    else:
-        costs = calibrate(model, vocab, library.efficient(), args.threads, args.calibrate_runs, backend=backend)
-        if args.save_costs is not None:
-            costs.save(args.save_costs)
+    points = library.efficient()
+    backend = DynhatBackend(model, vocab, points, precision=args.precision or "fp32")
+    costs = _costs(args, points, lambda: calibrate(model, vocab, points, args.threads, args.calibrate_runs,
+                                                   backend=backend))
     return DynamicTranslator(model, vocab, library, args.budget_ms, costs=costs, threads=args.threads,
                              adapt_threads=not args.fixed_threads, backend=backend)

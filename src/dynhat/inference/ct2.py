@@ -63,6 +63,20 @@ def check_expressible(w: SubTransformerWeights) -> None:
                         f"{c.decoder_ende_attention_heads[0]}")
 
 
+def expressible(config: SubTransformerConfig) -> SubTransformerConfig:
+    """The nearest configuration CTranslate2 can express: every encoder layer with the first layer's heads, every
+    decoder attention (self and encoder-decoder) with the first decoder layer's self-attention heads, and
+    encoder-decoder attention on the last encoder layer; widths and depths kept. What ``dynhat search --engine
+    ctranslate2`` passes every candidate through."""
+    from dataclasses import replace
+
+    enc, dec, n = config.encoder_self_attention_heads[0], config.decoder_self_attention_heads[0], \
+        config.decoder_layer_num
+    return replace(config, encoder_self_attention_heads=(enc,) * config.encoder_layer_num,
+                   decoder_self_attention_heads=(dec,) * n, decoder_ende_attention_heads=(dec,) * n,
+                   decoder_arbitrary_ende_attn=(-1,) * n)
+
+
 def _array(t: Tensor) -> Any:
     return t.detach().float().contiguous().numpy().copy()
 

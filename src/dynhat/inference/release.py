@@ -30,7 +30,7 @@ from dynhat.errors import DataError
 from dynhat.hat.text import HatVocabulary
 from dynhat.inference.card import files_section, model_card
 from dynhat.inference.checkpoint import check_state
-from dynhat.io import atomic_write, atomic_write_text, file_sha256
+from dynhat.io import atomic_write, atomic_write_text, check_manifest, file_sha256, write_manifest
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace
 
@@ -98,12 +98,12 @@ def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, o
             "dropout": model.settings.dropout, "attention_dropout": model.settings.attention_dropout,
             **(facts or {})}
     atomic_write_text(out / "model.json", json.dumps(meta, indent=1))
-    sha256 = {name: file_sha256(out / name) for name in ("model.safetensors", vocab_name, "space.yml", "model.json")}
+    names = ["model.safetensors", vocab_name, "space.yml", "model.json"]
     if card:  # the card lists every other file's sha256; its own is in the manifest
+        sha256 = {name: file_sha256(out / name) for name in names}
         atomic_write_text(out / "card.md", card.rstrip("\n") + "\n\n" + files_section(sha256))
-        sha256["card.md"] = file_sha256(out / "card.md")
-    manifest = {"format": FORMAT, "sha256": sha256}
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))  # last: a complete folder has it
+        names.append("card.md")
+    write_manifest(out, names, FORMAT)
     return out
 
 
@@ -168,17 +168,7 @@ def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary
     """The SuperTransformer (fp32, eval mode) and vocabulary of a release folder or shipped name, after checking
     every file against the manifest."""
     folder = release_dir(path_or_name)
-    manifest = _json(folder / "manifest.json")
-    listed = manifest.get("sha256")
-    if manifest.get("format") != FORMAT or not isinstance(listed, dict) or "model.safetensors" not in listed:
-        raise DataError(f"{folder / 'manifest.json'}: not a dynhat release manifest (format {FORMAT!r})")
-    for name, expected in listed.items():
-        path = folder / name
-        if not path.is_file():
-            raise DataError(f"{path}: listed in the manifest but missing")
-        if file_sha256(path) != expected:
-            raise DataError(f"{path}: sha256 {file_sha256(path)} does not match the manifest's {expected}: the file "
-                            "was changed or damaged; export or download the release again")
+    check_manifest(folder, FORMAT, "dynhat release", required=("model.safetensors",))
     meta = _json(folder / "model.json")
     space = DesignSpace.from_yaml(folder / "space.yml")
     try:

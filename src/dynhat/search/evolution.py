@@ -24,6 +24,7 @@ from dynhat.space.space import DesignSpace
 
 Score = Callable[[SubTransformerConfig], float]
 Latency = Callable[[SubTransformerConfig], float]
+Project = Callable[[SubTransformerConfig], SubTransformerConfig]  # onto a sub-space the search keeps to
 
 
 def score_all(score: Score, configs: Sequence[SubTransformerConfig]) -> list[float]:
@@ -72,10 +73,15 @@ class SearchResult:
     history: list[float] = field(default_factory=list)  # best loss after each iteration
 
 
-def fastest_latency(space: DesignSpace, latency: Latency, samples: int = 2000, seed: int = 0) -> float:
+def unchanged(config: SubTransformerConfig) -> SubTransformerConfig:
+    return config
+
+
+def fastest_latency(space: DesignSpace, latency: Latency, samples: int = 2000, seed: int = 0,
+                    project: Project = unchanged) -> float:
     """The lowest predicted latency found: the smallest configuration and ``samples`` random ones."""
     rng = random.Random(seed)
-    return min([latency(smallest(space))] + [latency(sample(space, rng)) for _ in range(samples)])
+    return min([latency(project(smallest(space)))] + [latency(project(sample(space, rng))) for _ in range(samples)])
 
 
 def _draw(make: Callable[[], SubTransformerConfig], count: int, feasible: Callable[[SubTransformerConfig], bool],
@@ -101,16 +107,18 @@ def _children(make: Callable[[], SubTransformerConfig], count: int, feasible: Ca
 
 
 def initial_population(space: DesignSpace, count: int, feasible: Callable[[SubTransformerConfig], bool],
-                       settings: EvolutionSettings, rng: random.Random) -> list[SubTransformerConfig]:
+                       settings: EvolutionSettings, rng: random.Random,
+                       project: Project = unchanged) -> list[SubTransformerConfig]:
     """HAT's rejection sampling, topped up with mutants of what was found (and of the smallest configuration).
 
     Near the fastest latency almost no uniform sample is feasible, so HAT's loop would never end; mutating the few
     feasible ones explores the same corner of the space instead.
     """
-    found = _draw(lambda: sample(space, rng), count, feasible, settings.max_draws // 2)
-    seeds = found + ([smallest(space)] if feasible(smallest(space)) else [])
+    found = _draw(lambda: project(sample(space, rng)), count, feasible, settings.max_draws // 2)
+    least = project(smallest(space))
+    seeds = found + ([least] if feasible(least) else [])
     if len(found) < count and seeds:
-        found += _children(lambda: mutate(rng.choice(seeds), space, settings.mutation_prob, rng),
+        found += _children(lambda: project(mutate(rng.choice(seeds), space, settings.mutation_prob, rng)),
                            count - len(found), feasible, settings.max_draws, "initial configurations")
     if len(found) < count:
         raise DynhatError(f"found only {len(found)} of {count} initial configurations within the latency "
@@ -118,20 +126,23 @@ def initial_population(space: DesignSpace, count: int, feasible: Callable[[SubTr
     return found
 
 
-def _mutant(parents: list[SubTransformerConfig], space: DesignSpace, prob: float,
-            rng: random.Random) -> SubTransformerConfig:
-    return mutate(rng.choice(parents), space, prob, rng)
+def _mutant(parents: list[SubTransformerConfig], space: DesignSpace, prob: float, rng: random.Random,
+            project: Project) -> SubTransformerConfig:
+    return project(mutate(rng.choice(parents), space, prob, rng))
 
 
-def _cross(parents: list[SubTransformerConfig], space: DesignSpace, rng: random.Random) -> SubTransformerConfig:
-    return crossover(*rng.sample(parents, 2), space, rng)
+def _cross(parents: list[SubTransformerConfig], space: DesignSpace, rng: random.Random,
+           project: Project) -> SubTransformerConfig:
+    return project(crossover(*rng.sample(parents, 2), space, rng))
 
 
 def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: float,
            settings: EvolutionSettings = EvolutionSettings(), progress: bool = True,
-           fastest_ms: float | None = None) -> SearchResult:
-    """The configuration with the lowest ``score`` whose ``latency`` is at most ``constraint_ms``."""
-    fastest = fastest_latency(space, latency, seed=settings.seed) if fastest_ms is None else fastest_ms
+           fastest_ms: float | None = None, project: Project = unchanged) -> SearchResult:
+    """The configuration with the lowest ``score`` whose ``latency`` is at most ``constraint_ms``; every
+    candidate passed through ``project`` (e.g. ``inference.ct2.expressible``: a search within a sub-space)."""
+    fastest = fastest_latency(space, latency, seed=settings.seed, project=project) if fastest_ms is None \
+        else fastest_ms
     if constraint_ms < fastest:
         raise ConfigError(f"{constraint_ms:g} ms is below the fastest predicted SubTransformer ({fastest:.2f} ms); "
                           "no configuration can meet it", field="constraint")
@@ -146,7 +157,7 @@ def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: fl
     def feasible(config: SubTransformerConfig) -> bool:
         return lat(config) <= constraint_ms
 
-    population = initial_population(space, settings.population, feasible, settings, rng)
+    population = initial_population(space, settings.population, feasible, settings, rng, project)
     history: list[float] = []
     best: tuple[float, SubTransformerConfig] | None = None
     stale = 0
@@ -168,10 +179,10 @@ def evolve(space: DesignSpace, score: Score, latency: Latency, constraint_ms: fl
             break
         if iteration == settings.iterations - 1:
             break  # HAT also breeds after the last scoring; those children are never scored, so skip them
-        mutated = _children(partial(_mutant, parents, space, settings.mutation_prob, rng), settings.mutations,
-                            feasible, settings.max_draws, "mutations")
-        crossed = _children(partial(_cross, parents, space, rng), settings.crossovers, feasible, settings.max_draws,
-                            "crossovers")
+        mutated = _children(partial(_mutant, parents, space, settings.mutation_prob, rng, project),
+                            settings.mutations, feasible, settings.max_draws, "mutations")
+        crossed = _children(partial(_cross, parents, space, rng, project), settings.crossovers, feasible,
+                            settings.max_draws, "crossovers")
         population = parents + mutated + crossed
     bar.close()
     assert best is not None

@@ -22,7 +22,7 @@ from dynhat.latency.collect import MACHINE_KEYS
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.search.decoding import add_variants, point_bleu
-from dynhat.search.evolution import EvolutionSettings, SearchResult, evolve, fastest_latency
+from dynhat.search.evolution import EvolutionSettings, Project, SearchResult, evolve, fastest_latency, unchanged
 from dynhat.search.fitness import LossFitness, validation_subset
 from dynhat.search.pareto import FrontPoint, pareto_search, pick
 from dynhat.space.config import SubTransformerConfig
@@ -47,6 +47,7 @@ class SearchSettings:
     precision: str = "auto"  # of the fitness passes: auto (bfloat16 where native), float32, bfloat16
     workers: int = 1  # fitness processes, one CPU each (a generation's new candidates scored in parallel)
     measure_cpus: tuple[int, ...] | None = None  # the on-device check's CPUs (those of the latency dataset)
+    engine: str | None = None  # "ctranslate2": keep to what that engine expresses (inference.ct2.expressible)
 
 
 @dataclass
@@ -96,10 +97,12 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
         points: list[OperatingPoint] = []
         overshoots: list[dict[str, Any]] = []
         base = predictor_latency(predictor)
-        fastest = fastest_latency(space, base, seed=settings.evolution.seed)
+        project = search_projection(settings.engine)
+        fastest = fastest_latency(space, base, seed=settings.evolution.seed, project=project)
         if settings.mode == "pareto":
             front = pareto_search(space, fitness, base, settings.evolution.population, settings.evolution.iterations,
-                                  settings.evolution.mutation_prob, seed=settings.evolution.seed, progress=progress)
+                                  settings.evolution.mutation_prob, seed=settings.evolution.seed, progress=progress,
+                                  project=project)
         for constraint in sorted(settings.constraints_ms):
             margin = 0.0
             for attempt in range(settings.retries + 1):
@@ -133,6 +136,17 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
 
 
+def search_projection(engine: str | None) -> Project:
+    """What every candidate passes through: the sub-space ``engine`` can express (None: the whole space)."""
+    if engine is None:
+        return unchanged
+    if engine != "ctranslate2":
+        raise ConfigError(f"expected ctranslate2 or none, got {engine!r}", field="engine")
+    from dynhat.inference.ct2 import expressible
+
+    return expressible
+
+
 def first_sentences(corpus: ParallelCorpus, count: int | None) -> ParallelCorpus:
     """The first ``count`` pairs (all when None): the test sentences an operating point's BLEU is stated on."""
     if count is None:
@@ -143,9 +157,11 @@ def first_sentences(corpus: ParallelCorpus, count: int | None) -> ParallelCorpus
 def _find(space: Any, fitness: LossFitness, latency: Callable[[SubTransformerConfig], float], constraint: float,
           settings: SearchSettings, front: Sequence[FrontPoint], fastest: float, progress: bool) -> SearchResult:
     if settings.mode == "evolution":
-        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest)
+        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest,
+                      project=search_projection(settings.engine))
     within = [FrontPoint(p.config, p.loss, latency(p.config)) for p in front]
     chosen = pick(within, constraint)
     if chosen is None:  # the front has nothing this fast (with the margin): fall back to a constrained search
-        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest)
+        return evolve(space, fitness, latency, constraint, settings.evolution, progress, fastest_ms=fastest,
+                      project=search_projection(settings.engine))
     return SearchResult(chosen.config, chosen.loss, chosen.latency_ms, constraint, settings.evolution.iterations)

@@ -21,7 +21,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 from tqdm import tqdm
 
-from dynhat.search.evolution import Latency, Score, score_all
+from dynhat.search.evolution import Latency, Project, Score, score_all, unchanged
 from dynhat.space.config import SubTransformerConfig
 from dynhat.space.sampling import from_gene, gene_choices
 from dynhat.space.space import DesignSpace
@@ -48,15 +48,17 @@ class _GeneRedraw(Mutation):
 
 
 class _SubTransformerProblem(Problem):
-    def __init__(self, space: DesignSpace, score: Score, latency: Latency, max_latency_ms: float | None) -> None:
+    def __init__(self, space: DesignSpace, score: Score, latency: Latency, max_latency_ms: float | None,
+                 project: Project) -> None:
         self.choices = gene_choices(space)
         upper = np.array([len(c) - 1 for c in self.choices])
         super().__init__(n_var=len(self.choices), n_obj=2, n_ieq_constr=0 if max_latency_ms is None else 1,
                          xl=np.zeros_like(upper), xu=upper, vtype=int)
         self.space, self.score, self.latency, self.max_latency_ms = space, score, latency, max_latency_ms
+        self.project = project
 
     def config(self, x: np.ndarray) -> SubTransformerConfig:
-        return from_gene(tuple(c[int(i)] for c, i in zip(self.choices, x, strict=True)), self.space)
+        return self.project(from_gene(tuple(c[int(i)] for c, i in zip(self.choices, x, strict=True)), self.space))
 
     def _evaluate(self, X, out, *args, **kwargs):  # type: ignore[no-untyped-def]
         configs = [self.config(x) for x in X]
@@ -80,9 +82,10 @@ class _Progress(Callback):
 
 def pareto_search(space: DesignSpace, score: Score, latency: Latency, population: int = 125,
                   generations: int = 30, mutation_prob: float = 0.3, max_latency_ms: float | None = None,
-                  seed: int = 0, progress: bool = True) -> list[FrontPoint]:
-    """The non-dominated (latency, loss) SubTransformers found, fastest first."""
-    problem = _SubTransformerProblem(space, score, latency, max_latency_ms)
+                  seed: int = 0, progress: bool = True, project: Project = unchanged) -> list[FrontPoint]:
+    """The non-dominated (latency, loss) SubTransformers found, fastest first (each passed through ``project``,
+    as in ``evolution.evolve``)."""
+    problem = _SubTransformerProblem(space, score, latency, max_latency_ms, project)
     algorithm = NSGA2(pop_size=population, sampling=IntegerRandomSampling(), crossover=UniformCrossover(),
                       mutation=_GeneRedraw(problem.xu, mutation_prob), eliminate_duplicates=True)
     with tqdm(total=generations, desc="pareto search", unit="gen", disable=not progress, dynamic_ncols=True) as bar:
