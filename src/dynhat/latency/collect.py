@@ -243,14 +243,14 @@ def collect(settings: CollectSettings, out: str | Path, model: Seq2SeqModel | No
             rows.extend(new)
 
         if settings.paired:
-            for config in tqdm(todo, desc="latency (paired)", unit="cfg", disable=not progress,
+            for config in tqdm(todo, desc="latency (paired)", unit="cfg", disable=not progress or not todo,
                                dynamic_ncols=True):
                 record(SAMPLE, config)
             return read_rows(out, space)
         if todo and (not rows or since_probe > 0):
             record(PROBE, reference)
             since_probe = 0
-        for config in tqdm(todo, desc="latency", unit="cfg", disable=not progress, dynamic_ncols=True):
+        for config in tqdm(todo, desc="latency", unit="cfg", disable=not progress or not todo, dynamic_ncols=True):
             if since_probe >= settings.probe_every:
                 record(PROBE, reference)
                 since_probe = 0
