@@ -27,14 +27,17 @@ SERVE_WITHOUT_TORCH = textwrap.dedent("""
     import json, sys
     from fastapi.testclient import TestClient
     from dynhat.inference.engine import load_engine
-    from dynhat.runtime.costs import calibrate
+    from dynhat.runtime.costs import PointCost, calibrate
     from dynhat.runtime.dynamic import DynamicTranslator
     from dynhat.runtime.service import create_app
 
     engine = load_engine(sys.argv[1])
     points = engine.library.efficient()
     backend = engine.backend()
-    costs = calibrate(None, engine.vocab, points, 1, runs=2, backend=backend)
+    calibrated = calibrate(None, engine.vocab, points, 1, runs=2, backend=backend)
+    assert calibrated.points == [p.id for p in points]
+    # the toy points take about as long as each other: given costs make the smaller one the faster
+    costs = [PointCost(1.0 * (i + 1), 1.0 * (i + 1)) for i in range(len(points))]
     translator = DynamicTranslator(None, engine.vocab, engine.library, 60_000.0, costs=costs, threads=1,
                                    adapt_threads=False, backend=backend)
     client = TestClient(create_app(translator))

@@ -178,3 +178,18 @@ def test_the_split_scorer_scores_every_sentence_of_a_real_split(data_dir, tmp_pa
     point = OperatingPoint(smallest(model.space), 10.0, 9.0, 5.0, 9.5, beam=1)
     scores = score(model, vocab, point)
     assert list(scores) == ["test_2017_flickr"] and 0.0 <= scores["test_2017_flickr"] < 5.0  # random weights
+
+
+def test_a_library_names_a_shipped_release_by_its_manifest(tmp_path) -> None:
+    from dynhat.inference.points import checkpoint_sha256
+    from dynhat.inference.release import release_dir, shipped_releases
+
+    name = shipped_releases()[0]
+    assert checkpoint_sha256(name) == file_sha256(release_dir(name) / "manifest.json")
+    space = load_release(name)[0].space
+    PointLibrary([OperatingPoint(smallest(space), 10.0, 9.0, 5.0, 9.5)], space.name,
+                 {"path": name, "sha256": checkpoint_sha256(name)}, {"cpu": "test"}, 1,
+                 space_definition=space.to_dict()).save(tmp_path / "points.yml")
+    assert PointLibrary.load(tmp_path / "points.yml", checkpoint=name).points[0].config == smallest(space)
+    with pytest.raises(DataError, match="belong to checkpoint"):
+        PointLibrary.load(tmp_path / "points.yml", checkpoint=release_dir(name) / "model.safetensors")

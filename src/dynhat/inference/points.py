@@ -101,15 +101,20 @@ class PointLibrary:
         """In constraint order: one row per constraint, even where one configuration won several."""
         return sorted(self.points, key=lambda p: (p.constraint_ms, p.latency_ms))
 
+    def unique(self) -> list[OperatingPoint]:
+        """Each point once, in constraint order: a configuration that won several constraints was measured for
+        each; its first (tightest-constraint) row is the one kept."""
+        first: dict[str, OperatingPoint] = {}
+        for p in self.sorted():
+            first.setdefault(p.id, p)
+        return list(first.values())
+
     def efficient(self) -> list[OperatingPoint]:
         """What a runtime serves, fastest first: each point once, without those another point beats on both
         latency and quality (with decoding variants, a large SubTransformer's greedy variant can be faster and
         better than a smaller one at beam 4)."""
-        unique: dict[str, OperatingPoint] = {}
-        for p in self.sorted():
-            unique.setdefault(p.id, p)
         kept: list[OperatingPoint] = []
-        for p in sorted(unique.values(), key=lambda p: (p.latency_ms, p.quality)):
+        for p in sorted(self.unique(), key=lambda p: (p.latency_ms, p.quality)):
             if not kept or p.quality < kept[-1].quality:
                 kept.append(p)
         return kept
@@ -138,7 +143,7 @@ class PointLibrary:
         origin = schema.mapping(data["checkpoint"], str(path), "checkpoint")
         name = schema.text(data, "space", str(path))
         if checkpoint is not None:
-            actual = file_sha256(checkpoint)
+            actual = checkpoint_sha256(checkpoint)
             if actual != origin.get("sha256"):
                 raise DataError(f"{path}: its points belong to checkpoint sha256 {origin.get('sha256')} "
                                 f"({origin.get('path')}), but {checkpoint} has sha256 {actual}")
@@ -154,6 +159,14 @@ class PointLibrary:
         return cls(points, name, origin, schema.mapping(data["device"], str(path), "device"),
                    schema.integer(data, "threads", str(path), low=1),
                    schema.mapping(data.get("fitness") or {}, str(path), "fitness"), definition)
+
+
+def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """The SHA-256 that pins a SuperTransformer: a checkpoint file's, or a release's (folder or shipped name:
+    its manifest's, which holds every file's)."""
+    from dynhat.inference.release import is_release, release_dir  # only with a model loaded: torch is there
+
+    return file_sha256(release_dir(checkpoint) if is_release(checkpoint) else checkpoint)
 
 
 def _point(item: Any, where: str, space: DesignSpace) -> OperatingPoint:

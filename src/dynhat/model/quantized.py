@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dynhat.errors import ConfigError
 from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.model.weights import (
     AttentionWeights,
@@ -64,6 +65,9 @@ def _fbgemm() -> Iterator[None]:
     that quantized tensors, which packing goes through, are deprecated."""
     old = torch.backends.quantized.engine
     engines = torch.backends.quantized.supported_engines
+    if "x86" not in engines and "fbgemm" not in engines:
+        raise ConfigError(f"int8 needs torch's x86 (FBGEMM) quantized engine; this machine has {engines} "
+                          "(serve in fp32, or export the points to an engine folder: dynhat export --engine)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

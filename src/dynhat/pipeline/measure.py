@@ -42,17 +42,18 @@ def latency_step(settings: PipelineSettings, model: SuperTransformer, run: Path,
         collect(collect_settings, latency_csv, model=model)
     collection = load_collection(latency_csv)
     predictor_path = run / "latency_predictor.pt"
-    if predictor_path.exists():
-        predictor = LatencyPredictor.load(predictor_path)
-    else:
-        predictor = EnsemblePredictor(metadata=collection.predictor_metadata()).fit(collection.table("hat"))
+    rows = len(collection.samples)
+    predictor = LatencyPredictor.load(predictor_path) if predictor_path.exists() else None
+    if predictor is None or predictor.metadata.get("rows") != rows:  # none yet, or the collection has grown
+        metadata = collection.predictor_metadata() | {"rows": rows}
+        predictor = EnsemblePredictor(metadata=metadata).fit(collection.table("hat"))
         predictor.save(predictor_path)
     test_metrics = predictor.metadata["test"]
     drift = collection.drifts[0].summary()
     print(f"      {len(collection.samples)} rows; drift {drift['min']:.3f}..{drift['max']:.3f} (corrected); "
           f"predictor held-out MAPE {test_metrics['mape_pct']:.2f} %, RMSE {test_metrics['rmse_ms']:.2f} ms",
           flush=True)
-    return predictor, {"rows": len(collection.samples), "noise": noise, "drift": drift,
+    return predictor, {"rows": rows, "noise": noise, "drift": drift,
                        "predictor_test": test_metrics}
 
 

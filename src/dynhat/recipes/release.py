@@ -1,10 +1,7 @@
 """Releasing a trained SuperTransformer with a model card that states each operating point's BLEU on whole test
-splits, computed on the release's own weights (``dynhat export --points LIB --bleu-splits ...``); and exporting a
-library's points to an engine folder, each scored through the engine (``dynhat export --engine ctranslate2``).
-
-The library's own BLEU is on the few test sentences its search scored with; a user choosing a model wants the
-standard test sets in full, and for the weights that ship (rounded to bf16 or fp16), not the checkpoint's.
-"""
+splits, computed on the release's own weights as they ship (rounded to bf16 or fp16, or fp32): ``dynhat export
+--points LIB --bleu-splits ...``; and exporting a library's points to an engine folder, each scored through the
+engine (``dynhat export --engine ctranslate2``)."""
 
 from __future__ import annotations
 
@@ -63,14 +60,14 @@ def split_scorer(splits: Sequence[str], cache_dir: str | None = None, mirror: st
     return score
 
 
-def engine_scorer(splits: Sequence[str], cache_dir: str | None = None, mirror: str | Path | None = None,
-                  progress: bool = True) -> EngineScorer:
+def engine_scorer(splits: Sequence[str], cache_dir: str | None = None, mirror: str | Path | None = None
+                  ) -> EngineScorer:
     """``split_scorer`` through a point's exported engine (its own quantization and beam search)."""
     corpora = _split_loader(splits, cache_dir, mirror)
 
     def score(translator: Any, point: OperatingPoint) -> Mapping[str, float]:
         return _report(point, {split: round(sacrebleu_bleu(translator.translate(c.src), c.tgt)[0], 2)
-                               for split, c in corpora().items()}, progress)
+                               for split, c in corpora().items()}, progress=True)
 
     return score
 

@@ -17,7 +17,7 @@ from typing import Any
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.errors import ConfigError
 from dynhat.inference.measure import machine_info, measure_latency
-from dynhat.inference.points import OperatingPoint, PointLibrary, file_sha256
+from dynhat.inference.points import OperatingPoint, PointLibrary, checkpoint_sha256
 from dynhat.latency.collect import MACHINE_KEYS
 from dynhat.latency.predictor import LatencyPredictor
 from dynhat.model.supertransformer import SuperTransformer
@@ -125,7 +125,7 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
     for point in points:
         point.bleu = point_bleu(model, vocab, point.config, tests, settings.beam)
     machine = machine_info()
-    library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
+    library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": checkpoint_sha256(checkpoint)},
                            {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
                            {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
                             "precision": fitness.precision,
