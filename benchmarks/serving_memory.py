@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,9 +92,10 @@ def served(label: str, command: list[str], cpus: list[int]) -> dict:
             reply = _call(base + "/translate", {"sentences": SENTENCES, "budget_ms": 1.2 * point["calibrated_ms"]})
             used |= {t["point"] for t in reply["translations"]}
         rss, peak = _memory(process.pid)
-        torch = (Path(f"/proc/{process.pid}/maps").read_text().find("libtorch") >= 0)
+        torch = "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+        models = len({re.sub(r"-b\d+$", "", p["id"]) for p in status["points"]})
         return {"label": label, "points": len(status["points"]), "used": len(used), "rss_mb": rss, "peak_mb": peak,
-                "torch": torch}
+                "torch": torch, "weights": "the SuperTransformer" if torch else f"{models} SubTransformers"}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -110,7 +112,7 @@ def main() -> None:
     alone = subprocess.run([sys.executable, "-c", CT2_ALONE, args.engine, json.dumps(SENTENCES)], check=True,
                            capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     rows = [{"label": "CTranslate2 alone"} | json.loads(alone.stdout.strip().splitlines()[-1])]
-    rows[0]["used"] = rows[0]["points"]
+    rows[0] |= {"used": rows[0]["points"], "weights": f"{rows[0]['points']} SubTransformers"}
     rows.append(served("dynhat serve ENGINE_DIR", [args.engine], cpus))
     if args.release:
         for precision in ("fp32", "int8"):
@@ -118,12 +120,13 @@ def main() -> None:
                                [args.release, "--points", str(Path(args.engine) / "points.yml"), "--precision",
                                 precision], cpus))
     floor = rows[0]["rss_mb"]
-    table = ["| process | points (served) | torch loaded | RSS MB | peak MB | RSS / CTranslate2 alone |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    table = ["| process | weights held | points (serving a request here) | torch loaded | RSS MB | peak MB | "
+             "RSS / CTranslate2 alone |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         print(r, flush=True)
-        table.append(f"| {r['label']} | {r['points']} ({r['used']}) | {'yes' if r['torch'] else 'no'} | "
-                     f"{r['rss_mb']:.0f} | {r['peak_mb']:.0f} | {r['rss_mb'] / floor:.2f} |")
+        table.append(f"| {r['label']} | {r['weights']} | {r['points']} ({r['used']}) | "
+                     f"{'yes' if r['torch'] else 'no'} | {r['rss_mb']:.0f} | {r['peak_mb']:.0f} | "
+                     f"{r['rss_mb'] / floor:.2f} |")
     meta = json.loads((Path(args.engine) / "engine.json").read_text())
     write_result(args.out, "\n".join([
         "## Memory of a serving process", "",

@@ -202,14 +202,17 @@ def export_points(model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[O
 
 class CT2Translator:
     """Sentences in, dynhat ``Hypothesis`` objects out, through a CTranslate2 model folder (one sentence a
-    call: the per-sentence length limit is CTranslate2's per-batch ``max_decoding_length``)."""
+    call: the per-sentence length limit is CTranslate2's per-batch ``max_decoding_length``). ``engine``: a
+    ``ctranslate2.Translator`` of that folder already loaded, shared (e.g. by a SubTransformer's decoding
+    variants, which differ only in the beam) instead of loading the weights again."""
 
     def __init__(self, path: str | Path, vocab: TextVocabulary, beam: int = 4, lenpen: float = 0.6,
                  max_len_a: float = DEFAULT_MAX_LEN_A, max_len_b: float = DEFAULT_MAX_LEN_B,
-                 compute_type: str = "default", threads: int = 1) -> None:
-        ct2 = _ct2()
-        self.engine = ct2.Translator(str(path), device="cpu", compute_type=compute_type, inter_threads=1,
-                                     intra_threads=threads)
+                 compute_type: str = "default", threads: int = 1, engine: Any = None) -> None:
+        if engine is None:
+            engine = _ct2().Translator(str(path), device="cpu", compute_type=compute_type, inter_threads=1,
+                                       intra_threads=threads)
+        self.engine = engine
         self.vocab, self.beam, self.lenpen = vocab, beam, lenpen
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.tokens = vocabulary_tokens(vocab, len(vocab))

@@ -102,13 +102,16 @@ class CT2Backend:
         self.name, self.threads = f"ctranslate2 {compute_type}", threads
         self.vocab_size = len(vocab)
         self._engines: dict[str, CT2Translator] = {}
+        loaded: dict[str, Any] = {}  # a SubTransformer's weights once, whatever beams its points decode with
         for p in points:
             path = Path(folder) / p.config.id
             if not (path / "model.bin").is_file():
                 raise DataError(f"point {p.id}: no CTranslate2 model in {path} (export it first: "
                                 "inference.ct2.export_points or dynhat export --engine ctranslate2)")
-            self._engines[p.id] = CT2Translator(path, vocab, beam=p.beam, compute_type=compute_type,
-                                                threads=threads)
+            translator = CT2Translator(path, vocab, beam=p.beam, compute_type=compute_type, threads=threads,
+                                       engine=loaded.get(p.config.id))
+            loaded[p.config.id] = translator.engine
+            self._engines[p.id] = translator
 
     def translator(self, point: OperatingPoint) -> Any:
         return self._engines[point.id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -140,10 +141,8 @@ def _calibrate_at(backend: Backend, vocab: TextVocabulary, points: Sequence[Oper
                   translators: Sequence[Any], threads: int, runs: int, sentences: Sequence[str]
                   ) -> tuple[list[PointCost], list[float]]:
     """Each point's cost model at ``threads`` threads (see ``calibrate``) and its output/source length ratio."""
-    import numpy as np
-
-    bases, rows, observed = [], [], []
-    beams = []  # of each row
+    bases, estimated, observed = [], [], []
+    beams = []  # of each timing
     ratios = [DEFAULT_LENGTH_RATIO] * len(points)
     for i, (p, translator) in enumerate(zip(points, translators, strict=True)):
         base = PointCost(*backend.protocol_ms(p, runs, threads))
@@ -156,17 +155,20 @@ def _calibrate_at(backend: Backend, vocab: TextVocabulary, points: Sequence[Oper
             observed.append((time.perf_counter() - start) * 1e3)
             src, out = len(vocab.encode(sentence)), len(hyp.tokens)
             src_total, out_total = src_total + src, out_total + out
-            rows.append([1.0, base.protocol_ms(src + 1, out + 1)])
+            estimated.append(base.protocol_ms(src + 1, out + 1))
             beams.append(p.beam)
         if src_total:
             ratios[i] = out_total / src_total
     fits = {}
-    for beam in set(beams):
-        mine = np.array(beams) == beam
-        x, y = np.array(rows)[mine], np.array(observed)[mine]
-        (overhead, scale), *_ = np.linalg.lstsq(x, y, rcond=None)
+    for beam in set(beams):  # observed = overhead + scale * estimated, least squares (no numpy in a service)
+        x = [e for e, b in zip(estimated, beams, strict=True) if b == beam]
+        y = [o for o, b in zip(observed, beams, strict=True) if b == beam]
+        try:
+            scale, overhead = statistics.linear_regression(x, y)
+        except statistics.StatisticsError:  # fewer than two timings, or all estimates alike
+            scale, overhead = -1.0, 0.0
         if scale <= 0 or overhead < 0:  # degenerate fit (too few or too similar sentences): scale only
-            overhead, scale = 0.0, float(y.sum() / x[:, 1].sum())
+            overhead, scale = 0.0, sum(y) / sum(x)
         fits[beam] = (float(overhead), float(scale))
     return [PointCost(b.encoder_ms, b.decoder_ms, *fits[p.beam]) for b, p in zip(bases, points, strict=True)], ratios
 
