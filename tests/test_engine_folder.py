@@ -136,3 +136,16 @@ def test_the_cli_exports_an_engine_and_serve_checks_its_arguments(tmp_path, caps
                            (["--threads", "2"], "served at 1 thread")):
         assert main(["serve", str(tmp_path / "engine"), "--budget-ms", "100", *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_decoding_variants_share_one_loaded_model(tmp_path) -> None:
+    from dynhat.inference.ct2 import export_points
+    from dynhat.runtime.backends import CT2Backend
+
+    model, vocab = toy_checkpoint(tmp_path / "toy.pt")
+    config = expressible(largest(model.space))
+    points = [OperatingPoint(config, 10.0, 9.0, 4.0, 9.5, beam=1), OperatingPoint(config, 20.0, 19.0, 4.0, 19.5)]
+    assert len(export_points(model, vocab, points, tmp_path / "ct2")) == 1
+    backend = CT2Backend(vocab, points, tmp_path / "ct2")
+    greedy, beam = (backend.translator(p) for p in points)
+    assert greedy.engine is beam.engine and (greedy.beam, beam.beam) == (1, 4)
