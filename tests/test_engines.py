@@ -222,4 +222,6 @@ def test_serve_precision_int8_serves_through_the_int8_backend(tmp_path, monkeypa
     command = ["serve", "toy.pt", "--points", "points.yml", "--budget-ms", "100", "--calibrate-runs", "2"]
     assert main([*command, "--precision", "int8"]) == 0 and main(command) == 0
     assert [t.backend.precision for t in served] == ["int8", "fp32"]
-    assert served[0].translate_one("5 6 7").point == served[1].translate_one("5 6 7").point
+    assert isinstance(served[0].backend.model, Int8Model) and served[1].backend.model is model
+    # each calibrated on its own (the point chosen at 100 ms depends on those timings): each serves a library point
+    assert all(t.translate_one("5 6 7").point in {p.id for p in library.efficient()} for t in served)
