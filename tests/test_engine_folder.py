@@ -149,3 +149,22 @@ def test_decoding_variants_share_one_loaded_model(tmp_path) -> None:
     backend = CT2Backend(vocab, points, tmp_path / "ct2")
     greedy, beam = (backend.translator(p) for p in points)
     assert greedy.engine is beam.engine and (greedy.beam, beam.beam) == (1, 4)
+
+
+def test_translate_takes_an_engine_folder_and_needs_no_torch(tmp_path) -> None:
+    model, _ = toy_checkpoint(tmp_path / "toy.pt")
+    configs = [expressible(smallest(model.space)), expressible(largest(model.space))]
+    _library(tmp_path / "toy.pt", model, tmp_path / "points.yml", configs)
+    out = export_engine(tmp_path / "toy.pt", tmp_path / "points.yml", tmp_path / "engine")
+    engine = load_engine(out)
+    assert engine.point("fastest").config == configs[0] and engine.point("best").config == configs[1]
+    assert engine.point(configs[1].id) == engine.point("best")
+    with pytest.raises(DataError, match="no served point 'nope'"):
+        engine.point("nope")
+    blocked = "import sys; sys.modules['torch'] = None; from dynhat.cli import main; sys.exit(main(sys.argv[1:]))"
+    for name in ("fastest", "best"):
+        run = subprocess.run([sys.executable, "-c", blocked, "translate", str(out), "--config", name],
+                             input="\n".join(LINES[:3]) + "\n", capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        expected = engine.translator(engine.point(name)).translate(LINES[:3])
+        assert run.stdout.splitlines() == expected

@@ -6,14 +6,17 @@ import argparse
 import sys
 
 from dynhat.cli.args import integer, real
+from dynhat.inference.points import DEFAULT_BEAM
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint, release folder or shipped release name (e.g. "
-                                           "multi30k-en-de)")
+                                           "multi30k-en-de); translate also takes an engine folder")
     parser.add_argument("--config", default="largest",
-                        help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids")
-    parser.add_argument("--beam", type=integer(1, 64), default=4)
+                        help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids; of an "
+                             "engine folder: fastest, middle, best or a point's id")
+    parser.add_argument("--beam", type=integer(1, 64), default=None,
+                        help="default 4 (an engine folder's point: its own beam)")
     parser.add_argument("--lenpen", type=real(), default=0.6)
 
 
@@ -35,16 +38,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from dynhat.inference.checkpoint import load_trained
-    from dynhat.space import resolve_config
-    from dynhat.translate.translator import Translator
-
-    model, vocab = load_trained(args.checkpoint)
-    config = resolve_config(args.config, model.space)
     from dynhat.data.corpus import decode_lines, read_lines
+    from dynhat.inference.engine import is_engine, load_engine
 
+    if is_engine(args.checkpoint):  # CTranslate2 alone: no torch
+        engine = load_engine(args.checkpoint)
+        translator = engine.translator(engine.point(args.config), args.beam, args.lenpen)
+    else:
+        from dynhat.inference.checkpoint import load_trained
+        from dynhat.space import resolve_config
+        from dynhat.translate.translator import Translator
+
+        model, vocab = load_trained(args.checkpoint)
+        config = resolve_config(args.config, model.space)
+        translator = Translator(model, vocab, config, beam=args.beam or DEFAULT_BEAM, lenpen=args.lenpen)
     lines = decode_lines(sys.stdin.buffer.read(), "stdin") if args.input == "-" else read_lines(args.input)
-    for line in Translator(model, vocab, config, beam=args.beam, lenpen=args.lenpen).translate(lines):
+    for line in translator.translate(lines):
         print(line)
     return 0
 
@@ -62,12 +71,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, vocab = load_trained(args.checkpoint)
     config = resolve_config(args.config, model.space)
     if args.src:
-        result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam, args.lenpen)
+        result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam or DEFAULT_BEAM, args.lenpen)
         where = f"loss on {args.ref}"
     else:
         root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
         result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
-                          args.beam, args.lenpen)
+                          args.beam or DEFAULT_BEAM, args.lenpen)
         where = "valid loss"
     if args.output:
         write_lines(args.output, result.hypotheses)
