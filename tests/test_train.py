@@ -266,3 +266,15 @@ def test_the_heap_is_trimmed_where_the_c_library_can() -> None:
     from dynhat.train.allocator import release_free_heap
 
     assert release_free_heap() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_patience_stops_a_run_whose_validation_loss_stopped_improving(tmp_path) -> None:
+    trainer = make_trainer(str(tmp_path / "run"), 50, patience=2)  # a validation every 10 updates
+    trainer.state.best_valid = 0.0  # no validation loss can beat it: every validation is stale
+    state = trainer.train()
+    assert state.update == 20 and state.stale_validations == 2
+    resumed = make_trainer(str(tmp_path / "run"), 50, patience=3)
+    assert resumed.resume() and resumed.state.stale_validations == 2
+    assert resumed.train().update == 30  # the count resumes with the run: one more stale validation
+    with pytest.raises(ConfigError, match="patience"):
+        make_trainer(str(tmp_path / "other"), 40, patience=0)

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="stop this call after so many minutes (saved; the next call resumes): runs in pieces")
     train.add_argument("--max-cpu-minutes", type=real(0, strict=True), default=None,
                        help="CPU-time budget of the updates (process time, all threads); saves and stops")
+    train.add_argument("--patience", type=integer(1), default=None,
+                       help="stop (saved) after N validations in a row without a new best: trained to convergence")
     train.add_argument("--sampling", choices=["uniform", "sandwich", "ladder", "fixed"], default=None)
     train.add_argument("--fixed-config", default=None, help="SubTransformer YAML for --sampling fixed")
     train.add_argument("--largest-first-updates", type=integer(0), default=None,
@@ -54,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
                                    "largest_first_updates": args.largest_first_updates,
                                    "distill": args.distill, "init_from": args.init_from,
                                    "max_cpu_minutes": args.max_cpu_minutes, "device": args.device,
-                                   "precision": args.precision}.items()
+                                   "precision": args.precision, "patience": args.patience}.items()
                  if v is not None}
     settings = replace(settings, **overrides)
     if settings.threads:

@@ -52,6 +52,7 @@ class TrainSettings:
     # reduced space whose SuperTransformer has the same shapes: the runs share everything up to that update
     init_from: str | None = None
     validate_every: int = 500
+    patience: int | None = None  # stop after this many validations in a row without a new best (to convergence)
     save_every: int = 250
     max_positions: int = 256
     probes: int = 2  # validation loss of this many ladder SubTransformers (smallest to largest) in probes.csv
@@ -84,6 +85,8 @@ class TrainSettings:
         for name in ("max_tokens", "update_freq", "max_updates", "validate_every", "save_every", "vocab_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name.replace("_", "-"))
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"must be >= 1 validations, got {self.patience}", field="patience")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainSettings:

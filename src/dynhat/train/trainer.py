@@ -63,6 +63,7 @@ class TrainState:
     best_valid: float = float("inf")
     elapsed_s: float = 0.0
     cpu_s: float = 0.0  # process CPU time of the updates alone (validation and saving not counted)
+    stale_validations: int = 0  # validations in a row since the last new best
 
 
 def update_configs(settings: TrainSettings, space: DesignSpace, update: int,
@@ -271,6 +272,7 @@ class Trainer:
             best = False
             if self.state.update % s.validate_every == 0 or done:
                 best = self._validate(row)
+                done = self._converged() or done
             if self.state.update % 50 == 0 or "valid_loss_largest" in row or done:
                 self._log(row)  # before saving: a kill between the two must not lose this row
                 window_tokens, window_start, window_updates = 0, time.perf_counter(), 0
@@ -343,9 +345,19 @@ class Trainer:
         # Best = mean of both ends, not HAT's smallest-only choice, so neither end of the space is neglected.
         score = (row["valid_loss_largest"] + row["valid_loss_smallest"]) / 2
         if score < self.state.best_valid:
-            self.state.best_valid = score
+            self.state.best_valid, self.state.stale_validations = score, 0
             return True
+        self.state.stale_validations += 1
         return False
+
+    def _converged(self) -> bool:
+        """``patience`` validations in a row without a new best: rank 0 decides (it validates), every rank stops."""
+        if self.settings.patience is None:
+            return False
+        stop = torch.tensor([float(self.state.stale_validations >= self.settings.patience)], device=self.device)
+        if self.world > 1:
+            dist.broadcast(stop, 0)
+        return bool(stop.item())
 
     # ------------------------------------------------------------------ log
     @property
