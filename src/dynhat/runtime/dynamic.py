@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynhat.errors import BudgetUnmeetable
 from dynhat.inference.points import OperatingPoint, PointLibrary
-from dynhat.runtime.backends import Backend
+from dynhat.runtime.backends import Backend, DynhatBackend
 from dynhat.runtime.controller import Candidate, HysteresisPolicy, Policy
 from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
@@ -84,8 +84,6 @@ class DynamicTranslator:
                  backend: Backend | None = None) -> None:
         if not library.points:
             raise ValueError("the operating-point library is empty")
-        if model is None and backend is None:
-            raise ValueError("give the model, or the backend that serves the points")
         self.model, self.vocab = None if model is None else model.eval(), vocab
         self.points: list[OperatingPoint] = library.efficient()
         # the policies compare one number, lower is better: the rank by quality
@@ -102,9 +100,9 @@ class DynamicTranslator:
         self.adapt_threads = adapt_threads
         # the backend slices (or quantizes, or loads) every point once now: later switches are look-ups
         if backend is None:
-            from dynhat.runtime.backends import DynhatBackend
-
-            backend = DynhatBackend(self.model, vocab, self.points)  # type: ignore[arg-type]
+            if self.model is None:
+                raise ValueError("give the model, or the backend that serves the points")
+            backend = DynhatBackend(self.model, vocab, self.points)
         self.backend = backend
         self.translators = [self.backend.translator(p) for p in self.points]
         if not isinstance(costs, CostModel):
