@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "processes take cores")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
     serve.add_argument("--precision", choices=("fp32", "int8"), default=None,
-                       help="int8: each point's large matrices quantized once at start-up (docs/model.md); of an "
-                            "engine folder: the type its engines compute in (default fp32, or as exported)")
+                       help="default fp32; int8: each point's large matrices quantized once at start-up "
+                            "(docs/model.md); of an engine folder: the type its engines compute in (default: as "
+                            "exported)")
     serve.add_argument("--calibrate-runs", type=integer(1), default=10)
     costs = serve.add_mutually_exclusive_group()
     costs.add_argument("--costs", default=None, metavar="FILE",
