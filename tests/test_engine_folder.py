@@ -168,3 +168,18 @@ def test_translate_takes_an_engine_folder_and_needs_no_torch(tmp_path) -> None:
         assert run.returncode == 0, run.stderr
         expected = engine.translator(engine.point(name)).translate(LINES[:3])
         assert run.stdout.splitlines() == expected
+
+
+def test_evaluate_scores_an_engine_point_on_the_users_files(tmp_path, capsys) -> None:
+    model, _ = toy_checkpoint(tmp_path / "toy.pt")
+    _library(tmp_path / "toy.pt", model, tmp_path / "points.yml", [expressible(largest(model.space))])
+    out = export_engine(tmp_path / "toy.pt", tmp_path / "points.yml", tmp_path / "engine")
+    (tmp_path / "src.txt").write_text("\n".join(LINES[:3]) + "\n")
+    (tmp_path / "ref.txt").write_text("\n".join(LINES[:3]) + "\n")
+    assert main(["evaluate", str(out), "--config", "best", "--src", str(tmp_path / "src.txt"), "--ref",
+                 str(tmp_path / "ref.txt"), "--output", str(tmp_path / "hyp.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "CTranslate2 int8, beam 1" in printed and "BLEU" in printed
+    engine = load_engine(out)
+    expected = engine.translator(engine.point("best")).translate(LINES[:3])
+    assert (tmp_path / "hyp.txt").read_text().splitlines() == expected

@@ -10,8 +10,8 @@ from dynhat.inference.points import DEFAULT_BEAM
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint, release folder or shipped release name (e.g. "
-                                           "multi30k-en-de); translate also takes an engine folder")
+    parser.add_argument("checkpoint", help="training checkpoint, release folder, shipped release name (e.g. "
+                                           "multi30k-en-de) or engine folder (dynhat export --engine)")
     parser.add_argument("--config", default="largest",
                         help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids; of an "
                              "engine folder: fastest, middle, best or a point's id")
@@ -59,29 +59,43 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dynhat.data.corpus import write_lines
+    from dynhat.data.corpus import read_parallel, write_lines
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.errors import ConfigError
-    from dynhat.inference.checkpoint import load_trained
-    from dynhat.recipes.evaluate import evaluate, evaluate_files
-    from dynhat.space import resolve_config
+    from dynhat.inference.engine import is_engine, load_engine
 
     if (args.src is None) != (args.ref is None):
         raise ConfigError("--src and --ref go together: a source file and its line-aligned references")
-    model, vocab = load_trained(args.checkpoint)
-    config = resolve_config(args.config, model.space)
-    if args.src:
-        result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam or DEFAULT_BEAM, args.lenpen)
-        where = f"loss on {args.ref}"
+    if is_engine(args.checkpoint):  # through CTranslate2: BLEU, no loss (the engine gives no training loss)
+        from dynhat.translate.bleu import score
+
+        engine = load_engine(args.checkpoint)
+        point = engine.point(args.config)
+        test = (read_parallel(args.src, args.ref) if args.src
+                else load_multi30k(args.split, fetch_multi30k(args.cache_dir, args.mirror, progress=False)))
+        hypotheses = engine.translator(point, args.beam, args.lenpen).translate(test.src)
+        bleu = score(hypotheses, test.tgt, test.tgt_lang)
+        print(f"point {point.id}  CTranslate2 {engine.quantization}, beam {args.beam or point.beam}")
     else:
-        root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-        result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
-                          args.beam or DEFAULT_BEAM, args.lenpen)
-        where = "valid loss"
+        from dynhat.inference.checkpoint import load_trained
+        from dynhat.recipes.evaluate import evaluate, evaluate_files
+        from dynhat.space import resolve_config
+
+        model, vocab = load_trained(args.checkpoint)
+        config = resolve_config(args.config, model.space)
+        if args.src:
+            result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam or DEFAULT_BEAM, args.lenpen)
+            where = f"loss on {args.ref}"
+        else:
+            root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+            result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
+                              args.beam or DEFAULT_BEAM, args.lenpen)
+            where = "valid loss"
+        hypotheses, bleu = result.hypotheses, result.bleu
+        print(f"config {config.id}  {where} {result.valid_loss:.3f} bits/token")
     if args.output:
-        write_lines(args.output, result.hypotheses)
-    print(f"config {config.id}  {where} {result.valid_loss:.3f} bits/token")
-    print(f"BLEU {result.bleu.sacrebleu:.2f}  ({result.bleu.signature})")
-    print(f"BLEU {result.bleu.multi30k:.2f}  (Multi30k convention: lowercased, normalised, Moses-tokenized)")
-    print(f"BLEU {result.bleu.hat:.2f}  (HAT convention: Moses-tokenized, compound-split, cased)")
+        write_lines(args.output, hypotheses)
+    print(f"BLEU {bleu.sacrebleu:.2f}  ({bleu.signature})")
+    print(f"BLEU {bleu.multi30k:.2f}  (Multi30k convention: lowercased, normalised, Moses-tokenized)")
+    print(f"BLEU {bleu.hat:.2f}  (HAT convention: Moses-tokenized, compound-split, cased)")
     return 0
