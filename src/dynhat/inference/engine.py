@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import DataError
-from dynhat.inference.points import OperatingPoint, PointLibrary
-from dynhat.io import atomic_write, atomic_write_text, check_manifest, file_sha256, write_manifest
+from dynhat.inference.points import OperatingPoint, PointLibrary, checkpoint_sha256
+from dynhat.io import atomic_write, atomic_write_text, check_manifest, write_manifest
 
 if TYPE_CHECKING:
     from dynhat.runtime.backends import CT2Backend
@@ -106,6 +106,8 @@ def export_engine(checkpoint: str | Path, points: str | Path, out_dir: str | Pat
                         "(fairseq dictionary and BPE codes)")
     library = PointLibrary.load(points, checkpoint=checkpoint, space=model.space)
     served = library.efficient()
+    if not served:
+        raise DataError(f"{points}: the library has no operating points to export")
     out = Path(out_dir)
     if out.exists() and not is_engine(out) and any(out.iterdir()):
         raise DataError(f"{out}: exists and is not an engine folder; give an empty or new folder")
@@ -122,7 +124,7 @@ def export_engine(checkpoint: str | Path, points: str | Path, out_dir: str | Pat
     import ctranslate2
 
     meta = {"format": FORMAT, "engine": engine, "version": ctranslate2.__version__, "quantization": quantization,
-            "source": {"path": Path(checkpoint).name, "sha256": file_sha256(checkpoint)}, "scores": scores}
+            "source": {"path": checkpoint.name, "sha256": checkpoint_sha256(checkpoint)}, "scores": scores}
     atomic_write_text(out / "engine.json", json.dumps(meta, indent=1))
     names = ["points.yml", "vocab.model", "engine.json"]
     names += sorted(str(f.relative_to(out)) for folder in folders for f in folder.iterdir() if f.is_file())
