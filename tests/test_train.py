@@ -278,3 +278,14 @@ def test_patience_stops_a_run_whose_validation_loss_stopped_improving(tmp_path) 
     assert resumed.train().update == 30  # the count resumes with the run: one more stale validation
     with pytest.raises(ConfigError, match="patience"):
         make_trainer(str(tmp_path / "other"), 40, patience=0)
+
+
+def test_the_trainer_caps_onednn_primitive_cache_unless_the_environment_sets_it(tmp_path, monkeypatch) -> None:
+    from dynhat.train.allocator import PRIMITIVE_CACHE
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    make_trainer(str(tmp_path / "a"), 1)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(PRIMITIVE_CACHE)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    make_trainer(str(tmp_path / "b"), 1)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512"

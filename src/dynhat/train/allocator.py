@@ -1,16 +1,22 @@
 """Keeping a CPU training's resident memory near its working set.
 
-Batches of varying shapes leave glibc's heap fragmented: freed blocks between live ones stay resident, and a
-training process of the tiny space grew to 6-7 GB over an hour. Handing the free pages back every few updates
-(``malloc_trim``) keeps the heap's speed; fixing the mmap threshold instead kept memory at 1.9 GB but made every
-update about 40 % slower (each large tensor a fresh mapping, faulted in page by page).
+Under bfloat16 autocast on a CPU, every matrix product of a new shape builds a oneDNN primitive, and oneDNN keeps
+up to 1,024 of them with their buffers. Batches of varying shapes times SubTransformers of varying widths keep
+making new ones: a training process of the tiny space grew by about 1 GB per 10 minutes, to 6-7 GB. Capping the
+cache at 64 primitives (``bound_primitive_cache``) held a process flat at half the memory with no change in speed
+(docs/results.md). Handing the heap's free pages back at every save (``malloc_trim``) releases what varying
+shapes leave free in glibc's heap.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from functools import cache
+
+#: oneDNN primitives kept for reuse (oneDNN's default is 1,024); a value in the environment wins.
+PRIMITIVE_CACHE = 64
 
 
 @cache
@@ -29,3 +35,9 @@ def release_free_heap() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def bound_primitive_cache(capacity: int = PRIMITIVE_CACHE) -> None:
+    """Cap oneDNN's primitive cache unless the environment sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``; oneDNN reads
+    it when it makes its first primitive, so call this before the first matrix product."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))

@@ -37,7 +37,7 @@ from dynhat.inference.checkpoint import load_checkpoint, model_fields, save_chec
 from dynhat.io import atomic_write_text, remove_stale_temps
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace, SubTransformerConfig, ladder, largest, sample, smallest
-from dynhat.train.allocator import release_free_heap
+from dynhat.train.allocator import bound_primitive_cache, release_free_heap
 from dynhat.train.loss import distillation_loss, label_smoothed_nll, label_smoothed_nll_of, to_base2
 from dynhat.train.rng import rng_state, set_rng_state
 from dynhat.train.schedule import LRSchedule
@@ -146,6 +146,7 @@ class Trainer:
     def __init__(self, settings: TrainSettings, space: DesignSpace, vocab_size: int, run_dir: str | Path,
                  train_batches: Callable[[int], Sequence[Batch]], valid_batches: Sequence[Batch],
                  extra_state: dict[str, Any] | None = None) -> None:
+        bound_primitive_cache()  # before the first matrix product: oneDNN reads the cap once
         self.settings, self.space, self.run_dir = settings, space, Path(run_dir)
         self.train_batches, self.valid_batches = train_batches, valid_batches
         self.extra_state = extra_state or {}
