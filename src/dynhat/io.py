@@ -88,6 +88,21 @@ def file_sha256(path: str | Path) -> str:
     return sha.hexdigest()
 
 
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; missing, unreadable or not an object is a ``DataError`` naming the file
+    (``what``: the kind of folder it belongs to, for the missing case)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (not a {what}?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
 def write_manifest(folder: str | Path, names: list[str], fmt: str) -> dict[str, str]:
     """Write ``folder/manifest.json``: ``fmt`` and the SHA-256 of each of ``names`` (paths inside ``folder``).
     Written last, so a folder with a manifest is complete."""
@@ -102,13 +117,8 @@ def check_manifest(folder: str | Path, fmt: str, what: str, required: tuple[str,
     errors); returns the listing."""
     folder = Path(folder)
     path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (not a {what}?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
-    listed = manifest.get("sha256") if isinstance(manifest, dict) else None
+    manifest = read_json(path, what)
+    listed = manifest.get("sha256")
     if manifest.get("format") != fmt or not isinstance(listed, dict) or any(n not in listed for n in required):
         raise DataError(f"{path}: not a {what} manifest (format {fmt!r})")
     for name, expected in listed.items():

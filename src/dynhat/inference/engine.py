@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from dynhat.data.vocab import Vocabulary
 from dynhat.errors import DataError
 from dynhat.inference.points import OperatingPoint, PointLibrary, checkpoint_sha256
-from dynhat.io import atomic_write, atomic_write_text, check_manifest, write_manifest
+from dynhat.io import atomic_write, atomic_write_text, check_manifest, read_json, write_manifest
 
 if TYPE_CHECKING:
     from dynhat.runtime.backends import CT2Backend
@@ -138,11 +138,8 @@ def load_engine(path: str | Path) -> EngineFolder:
     if not is_engine(folder):
         raise DataError(f"{folder}: not an engine folder (no engine.json; write one with dynhat export --engine)")
     check_manifest(folder, FORMAT, "dynhat engine folder", required=("engine.json", "points.yml", "vocab.model"))
-    try:
-        meta = json.loads((folder / "engine.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{folder / 'engine.json'}: unreadable ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("engine") not in ENGINES:
+    meta = read_json(folder / "engine.json", "dynhat engine folder")
+    if meta.get("format") != FORMAT or meta.get("engine") not in ENGINES:
         raise DataError(f"{folder / 'engine.json'}: expected format {FORMAT!r} and an engine of {list(ENGINES)}")
     library = PointLibrary.load(folder / "points.yml")
     vocab = Vocabulary((folder / "vocab.model").read_bytes(), source=str(folder / "vocab.model"))

@@ -30,7 +30,7 @@ from dynhat.errors import DataError
 from dynhat.hat.text import HatVocabulary
 from dynhat.inference.card import files_section, model_card
 from dynhat.inference.checkpoint import check_state
-from dynhat.io import atomic_write, atomic_write_text, check_manifest, file_sha256, write_manifest
+from dynhat.io import atomic_write, atomic_write_text, check_manifest, file_sha256, read_json, write_manifest
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace
 
@@ -144,7 +144,8 @@ def training_facts(checkpoint: str | Path, name: str, train_command: str | None 
     from dynhat.inference.checkpoint import load_checkpoint
 
     if is_release(checkpoint):
-        kept = {k: v for k, v in _json(release_dir(checkpoint) / "model.json").items() if k not in MODEL_KEYS}
+        facts = read_json(release_dir(checkpoint) / "model.json", "dynhat release folder")
+        kept = {k: v for k, v in facts.items() if k not in MODEL_KEYS}
         return kept | {"name": name} | ({"train_command": train_command} if train_command else {})
     payload = load_checkpoint(checkpoint)
     state = payload.get("state", {})
@@ -169,7 +170,7 @@ def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary
     every file against the manifest."""
     folder = release_dir(path_or_name)
     check_manifest(folder, FORMAT, "dynhat release", required=("model.safetensors",))
-    meta = _json(folder / "model.json")
+    meta = read_json(folder / "model.json", "dynhat release folder")
     space = DesignSpace.from_yaml(folder / "space.yml")
     try:
         tensors = load_file(folder / "model.safetensors")
@@ -184,19 +185,8 @@ def load_release(path_or_name: str | Path) -> tuple[SuperTransformer, Vocabulary
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     vocab_path = folder / str(meta.get("vocab", ""))
     if vocab_path.name == "vocab.json":
-        vocab: Vocabulary | HatVocabulary = HatVocabulary.from_state(_json(vocab_path), str(vocab_path))
+        state = read_json(vocab_path, "dynhat release folder")
+        vocab: Vocabulary | HatVocabulary = HatVocabulary.from_state(state, str(vocab_path))
     else:
         vocab = Vocabulary(vocab_path.read_bytes(), source=str(vocab_path))
     return model.eval(), vocab
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (not a dynhat release folder?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return data
