@@ -91,6 +91,12 @@ def test_budget_decides_the_point_and_results_match_offline_translation(tmp_path
     assert all(s.switch_ms >= 0.0 for s in dyn.switches)  # recorded; its speed is a benchmark (scenario switch p99)
     with pytest.raises(ValueError, match="out of range"):
         dyn.set_budget(-1)
+    calls = []
+    encode = vocab.encode
+    vocab.encode = lambda text: calls.append(text) or encode(text)  # type: ignore[method-assign]
+    again = dyn.translate(src)  # (it climbs back to point 2 after a streak)
+    assert [r.text for r in again] == [offline[r.point_index][i] for i, r in enumerate(again)]
+    assert calls == src  # each request encoded once
 
 
 def test_a_strict_request_no_point_can_serve_is_refused_before_any_work(tmp_path: Path) -> None:
@@ -308,8 +314,8 @@ class Instant:
     """A point's translator that answers at once (the source back), so that a thread decision under test sees
     the costs and readings the test scripts, not how long torch takes on a busy machine."""
 
-    def hypotheses(self, sources: list[str]) -> list[SimpleNamespace]:
-        return [SimpleNamespace(tokens=[int(t) for t in s.split()]) for s in sources]
+    def hypotheses_of(self, sources: list[list[int]]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(tokens=list(ids)) for ids in sources]
 
 
 def instant(dyn: DynamicTranslator) -> DynamicTranslator:

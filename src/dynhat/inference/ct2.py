@@ -219,9 +219,12 @@ class CT2Translator:
         self.ids = {t: i for i, t in enumerate(self.tokens)}
 
     def hypotheses(self, sentences: Sequence[str]) -> list[Hypothesis]:
+        return self.hypotheses_of([self.vocab.encode(s) for s in sentences])
+
+    def hypotheses_of(self, sources: Sequence[Sequence[int]]) -> list[Hypothesis]:
+        """``hypotheses`` of sentences already encoded (subword ids without eos)."""
         out = []
-        for sentence in sentences:
-            ids = self.vocab.encode(sentence)
+        for ids in sources:
             if not ids:
                 out.append(Hypothesis([], 0.0))
                 continue

@@ -1,6 +1,6 @@
 """What runs an operating point for the dynamic translator: dynhat itself (float32 or int8) or CTranslate2.
 
-A backend gives each point a translator (``hypotheses(sentences)``), does the switch to a point (the work between
+A backend gives each point a translator (``hypotheses_of(encoded)``), does the switch to a point (the work between
 the controller's decision and the point being in use), sets and pins the thread count, and times the latency
 protocol for calibration. The controller, budgets, cost models and switching logic are the translator's and do
 not change with the backend.
@@ -36,7 +36,7 @@ PRECISIONS = ("fp32", "int8")
 class Backend(Protocol):
     name: str
 
-    def translator(self, point: OperatingPoint) -> Any: ...  # has hypotheses(sentences) -> list[Hypothesis]
+    def translator(self, point: OperatingPoint) -> Any: ...  # has hypotheses_of(list of id lists) -> list[Hypothesis]
 
     def switch(self, point: OperatingPoint) -> None: ...
 

@@ -214,7 +214,8 @@ class DynamicTranslator:
         """Translate on the point chosen now. ``strict``: refuse (``BudgetUnmeetable``, before any work) when even
         that point is expected to miss the budget, instead of answering late (admission control)."""
         budget = self.budget_ms if budget_ms is None else self._check_budget(budget_ms)
-        src_tokens = len(self.vocab.encode(sentence))
+        ids = self.vocab.encode(sentence)
+        src_tokens = len(ids)
         with self._lock:
             index, expected, threads = self.choose(src_tokens, budget)
             if strict and expected > budget:
@@ -231,7 +232,7 @@ class DynamicTranslator:
             self.backend.set_threads(threads)
             self.threads = threads
         start = time.perf_counter()
-        hyp = self.translators[index].hypotheses([sentence])[0]
+        hyp = self.translators[index].hypotheses_of([ids])[0]
         latency = (time.perf_counter() - start) * 1e3
         text = self.vocab.decode(hyp.tokens)
         out_tokens = len(hyp.tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from dynhat.errors import DataError
@@ -37,7 +39,12 @@ class Translator:
 
     def hypotheses(self, sentences: list[str]) -> list[Hypothesis]:
         """The best hypothesis (ids without eos, score) per sentence, in input order."""
-        return [hyps[0] for hyps in self.nbest(sentences, 1)]
+        return self.hypotheses_of([self.vocab.encode(s) for s in sentences])
+
+    def hypotheses_of(self, sources: Sequence[list[int]]) -> list[Hypothesis]:
+        """``hypotheses`` of sentences already encoded (subword ids without eos), for a caller that needed the
+        ids anyway (the runtime counts them to choose a point)."""
+        return [hyps[0] for hyps in self.nbest_of(sources, 1)]
 
     def nbest(self, sentences: list[str], n: int) -> list[list[Hypothesis]]:
         """Up to ``n`` hypotheses per sentence (at most ``beam``), best first, in input order.
@@ -45,9 +52,12 @@ class Translator:
         A sentence with no subwords gets one empty hypothesis scored 0 without running the model: an empty
         source is outside what the model was trained on, and the empty translation is the sensible answer.
         """
-        sources = [self.vocab.encode(s) for s in sentences]
+        return self.nbest_of([self.vocab.encode(s) for s in sentences], n)
+
+    def nbest_of(self, sources: Sequence[list[int]], n: int) -> list[list[Hypothesis]]:
+        """``nbest`` of sentences already encoded."""
         self._check_lengths(sources)
-        out: list[list[Hypothesis]] = [[Hypothesis([], 0.0)] for _ in sentences]
+        out: list[list[Hypothesis]] = [[Hypothesis([], 0.0)] for _ in sources]
         for batch in self._batches(sources):
             src = torch.full((len(batch), max(len(sources[i]) for i in batch) + 1), self.model.padding_idx,
                              dtype=torch.long, device=self._device())
@@ -64,7 +74,7 @@ class Translator:
         return beam_search_nbest(self.model, src, self.config, self.beam, self.lenpen, self.max_len_a,
                                  self.max_len_b, self.unk_penalty, nbest=n)
 
-    def _batches(self, sources: list[list[int]]) -> list[list[int]]:
+    def _batches(self, sources: Sequence[list[int]]) -> list[list[int]]:
         """Indices of the non-empty sources, sorted by length and grouped under the batch limits."""
         order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: (len(sources[i]), i))
         batches: list[list[int]] = []
@@ -79,7 +89,7 @@ class Translator:
             batches.append(current)
         return batches
 
-    def _check_lengths(self, sources: list[list[int]]) -> None:
+    def _check_lengths(self, sources: Sequence[list[int]]) -> None:
         """Fail clearly on a sentence the encoder cannot number, rather than deep inside an embedding look-up."""
         capacity = self.model.weights(self.config).encoder_positions.shape[0] - self.model.padding_idx - 1
         for i, s in enumerate(sources):
