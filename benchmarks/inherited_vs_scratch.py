@@ -1,12 +1,16 @@
-"""Inherited against from-scratch SubTransformers (the paper's Table I), with the same training budget.
+"""Inherited against from-scratch SubTransformers (the paper's Table I).
 
 Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
-the same settings (updates, tokens per update, schedule) as the SuperTransformer; its configuration is read from the
-checkpoint's settings. Both are scored the same way: sacreBLEU on test_2016_flickr (beam 4, length penalty 0.6)
-and validation loss on all of val. Writes results/inherited_vs_scratch.md. With ``--results FILE`` each pair's scores
-are kept (keyed by both checkpoints' SHA-256), so runs as the from-scratch trainings finish add to one table.
+the SuperTransformer's recipe (until its validation loss stopped improving, ``--patience``, or with the same
+budget); its configuration is read from the checkpoint's settings. Both are scored the same way: sacreBLEU on
+test_2016_flickr and test_2017_flickr and validation loss on all of val. Given ``--library``, each row is named by
+the operating point it is (fastest, middle, best: ``PointLibrary.select``) and both sides decode with that point's
+beam; otherwise beam 4. Length penalty 0.6. Writes results/inherited_vs_scratch.md. With ``--results FILE`` each
+pair's scores are kept (keyed by both checkpoints' SHA-256 and the beam), so runs as the from-scratch trainings
+finish add to one table.
 
-    python benchmarks/inherited_vs_scratch.py runs/full/checkpoint_best.pt runs/scratch/smallest/checkpoint_best.pt
+    python benchmarks/inherited_vs_scratch.py runs/super/checkpoint_best.pt runs/twins/*/checkpoint_best.pt \
+        --library runs/super-job/operating_points.yml --results runs/twins/table1.json
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
 from dynhat.inference.checkpoint import load_checkpoint, load_trained
 from dynhat.inference.measure import machine_info, pinned
-from dynhat.inference.points import file_sha256
+from dynhat.inference.points import PointLibrary, file_sha256
 from dynhat.io import atomic_write_text
 from dynhat.recipes.evaluate import evaluate
 from dynhat.space import SubTransformerConfig
@@ -36,18 +40,25 @@ OUT = RESULTS / "inherited_vs_scratch.md"
 HEADING = "## Inherited against from-scratch SubTransformers"
 
 
+TESTS = ("test_2016_flickr", "test_2017_flickr")
+
+
 def _budget(payload: dict[str, Any]) -> str:
     state, settings = payload["state"], payload["settings"]
-    return (f"{state['update']} updates ({settings['max_tokens']} tokens each at most), "
-            f"{state['elapsed_s'] / 60:.0f} min on {settings.get('threads', '?')} thread(s)")
+    until = f", until {settings['patience']} validations without a new best" if settings.get("patience") else ""
+    return (f"{state['update']} updates ({settings['max_tokens']} tokens each at most, "
+            f"{settings.get('update_freq', 1)} micro-batch(es) a rank{until}), {state['elapsed_s'] / 60:.0f} min, "
+            f"{state.get('cpu_s', 0) / 3600:.2f} CPU hours a rank")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("supertransformer", help="SuperTransformer checkpoint (the inherited weights)")
     parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
+    parser.add_argument("--library", type=Path, default=None,
+                        help="operating points searched on the SuperTransformer: names the rows, sets the beams")
     parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--recipe", default="`benchmarks/same-budget.yml`",
+    parser.add_argument("--recipe", default="`benchmarks/supertransformer.yml`",
                         help="the training settings, as the results should name them")
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON of scores already computed (read, then written with this run's)")
@@ -56,12 +67,25 @@ def main() -> None:
         _run(args)
 
 
+def _names(library: PointLibrary | None) -> dict[str, tuple[str, int]]:
+    """SubTransformer id -> (the operating point's name and id, its beam)."""
+    if library is None:
+        return {}
+    named: dict[str, tuple[str, int]] = {}
+    for name in ("fastest", "middle", "best"):
+        point = library.select(name)
+        named.setdefault(point.config.id, (f"{name} `{point.id}`", point.beam))
+    return named
+
+
 def _run(args: argparse.Namespace) -> None:
     """The benchmark, on ``--cpu`` (when given) with one intra-op thread."""
     root = shared_data_dir() / "multi30k"
-    test, valid = load_multi30k("test_2016_flickr", root), load_multi30k("val", root)
+    tests = {name: load_multi30k(name, root) for name in TESTS}
+    valid = load_multi30k("val", root)
     supernet, super_vocab = load_trained(args.supertransformer)
     super_payload = load_checkpoint(args.supertransformer)
+    names = _names(PointLibrary.load(args.library) if args.library else None)
 
     known = json.loads(args.results.read_text(encoding="utf-8")) if args.results and args.results.exists() else {}
     super_sha = file_sha256(args.supertransformer)
@@ -73,35 +97,44 @@ def _run(args: argparse.Namespace) -> None:
             raise ConfigError("not a from-scratch run (sampling 'fixed' with a fixed-config expected)", source=path,
                               field="settings.sampling")
         config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
-        key = f"{super_sha}:{file_sha256(path)}"
+        name, beam = names.get(config.id, (f"`{config.id}`", 4))
+        key = f"{super_sha}:{file_sha256(path)}:beam{beam}"
         if key not in known:
             scratch, scratch_vocab = load_trained(path)
-            inherited = evaluate(supernet, super_vocab, config, test, valid)
-            alone = evaluate(scratch, scratch_vocab, config, test, valid)
-            known[key] = {"inherited_bleu": inherited.bleu.sacrebleu, "scratch_bleu": alone.bleu.sacrebleu,
-                          "inherited_loss": inherited.valid_loss, "scratch_loss": alone.valid_loss}
+            scores: dict[str, Any] = {}
+            for split, test in tests.items():
+                inherited = evaluate(supernet, super_vocab, config, test, valid if split == TESTS[0] else None, beam)
+                alone = evaluate(scratch, scratch_vocab, config, test, valid if split == TESTS[0] else None, beam)
+                scores[split] = {"inherited": inherited.bleu.sacrebleu, "scratch": alone.bleu.sacrebleu}
+                if inherited.valid_loss is not None:
+                    scores["loss"] = {"inherited": inherited.valid_loss, "scratch": alone.valid_loss}
+            known[key] = scores
             if args.results:
                 atomic_write_text(args.results, json.dumps(known, indent=1) + "\n")
         params = count_params(config, supernet.space, len(super_vocab)).total
-        rows.append((config, params, known[key]))
-        budgets.append(f"- `{config.id}` from scratch `{path}`: {_budget(payload)}")
-        print(config.id, known[key], flush=True)
+        rows.append((name, beam, config, params, known[key]))
+        budgets.append(f"- {name} from scratch `{path}`: {_budget(payload)}")
+        print(name, known[key], flush=True)
+
+    def pair(r: dict[str, float]) -> str:
+        a, b = r["inherited"], r["scratch"]
+        return f"{a:.2f} | {b:.2f} | {(a / b - 1) * 100 if b else float('nan'):+.1f} %"
 
     lines = [HEADING, "",
              f"Command: `python benchmarks/inherited_vs_scratch.py {args.supertransformer} {' '.join(args.scratch)}"
+             f"{'' if args.library is None else f' --library {args.library}'}"
              f"{'' if args.cpu is None else f' --cpu {args.cpu}'} --recipe '{args.recipe}'"
              f"{'' if args.results is None else f' --results {args.results}'}` ({datetime.date.today()}, "
              f"{machine_info()['cpu']}). Training: {args.recipe} for every run (the from-scratch ones with "
-             "`--sampling fixed --fixed-config`).", "", *budgets, "",
-             "sacreBLEU on test_2016_flickr (1,000 sentences, beam 4, length penalty 0.6); validation loss on all of "
-             "val (bits per token).", "",
-             "| SubTransformer | decoder layers | params | inherited BLEU | from scratch BLEU | inherited - scratch | "
-             "inherited loss | from scratch loss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for config, params, r in rows:
-        a, b = r["inherited_bleu"], r["scratch_bleu"]
-        lines.append(f"| `{config.id}` | {config.decoder_layer_num} | {params / 1e6:.2f} M | {a:.2f} | {b:.2f} | "
-                     f"{a - b:+.2f} ({(a / b - 1) * 100 if b else float('nan'):+.1f} %) | {r['inherited_loss']:.3f} "
-                     f"| {r['scratch_loss']:.3f} |")
+             "`--sampling fixed --fixed-config --distill 0`).", "", *budgets, "",
+             "sacreBLEU (13a, cased) on every sentence of each test set, length penalty 0.6, both sides at the "
+             "point's beam; validation loss on all of val (bits per token).", "",
+             "| point | SubTransformer | beam | params | 2016 inherited | 2016 scratch | 2016 relative | "
+             "2017 inherited | 2017 scratch | 2017 relative | loss inherited | loss scratch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, beam, config, params, r in rows:
+        lines.append(f"| {name} | `{config.id}` | {beam} | {params / 1e6:.2f} M | {pair(r[TESTS[0]])} | "
+                     f"{pair(r[TESTS[1]])} | {r['loss']['inherited']:.3f} | {r['loss']['scratch']:.3f} |")
     write_result(OUT, "\n".join(lines))
     print("\n".join(lines))
 

@@ -11,6 +11,7 @@ import torch
 import yaml
 from helpers.toy_train import TOY_SPACE, VOCAB
 
+from dynhat.cli import main
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.errors import ConfigError, DataError, DynhatError
 from dynhat.inference.points import OperatingPoint, PointLibrary
@@ -257,6 +258,14 @@ def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, s
     (tmp_path / "mixed.yml").write_text(text.replace(f"id: {large.id}-b1", f"id: {large.id}"))
     with pytest.raises(ConfigError, match="configuration and beam"):
         PointLibrary.load(tmp_path / "mixed.yml")
+    # named points (what `dynhat points config` writes for `train --fixed-config`)
+    assert [back.select(n).id for n in ("fastest", "middle", "best", large.id)] == [
+        f"{small.id}-b1", f"{large.id}-b1", large.id, large.id]
+    with pytest.raises(DataError, match="no served point 'nope'"):
+        back.select("nope")
+    assert main(["points", "config", str(tmp_path / "points.yml"), "--point", "fastest",
+                 "--out", str(tmp_path / "fastest.yml")]) == 0
+    assert SubTransformerConfig.from_yaml(tmp_path / "fastest.yml") == small
 
 
 def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:

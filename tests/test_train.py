@@ -18,7 +18,7 @@ from dynhat.space import DesignSpace, ladder, largest, smallest
 from dynhat.train.loss import distillation_loss, label_smoothed_nll
 from dynhat.train.schedule import LRSchedule
 from dynhat.train.settings import TrainSettings
-from dynhat.train.trainer import PROBE_FIELDS, autocast_dtype, update_configs
+from dynhat.train.trainer import PROBE_FIELDS, autocast_dtype, checkpoint_finished, update_configs
 
 SCRIPT = Path(__file__).parent / "helpers" / "toy_train.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -276,6 +276,11 @@ def test_patience_stops_a_run_whose_validation_loss_stopped_improving(tmp_path) 
     resumed = make_trainer(str(tmp_path / "run"), 50, patience=3)
     assert resumed.resume() and resumed.state.stale_validations == 2
     assert resumed.train().update == 30  # the count resumes with the run: one more stale validation
+    assert resumed.finished and checkpoint_finished(tmp_path / "run" / "checkpoint_last.pt")
+    again = make_trainer(str(tmp_path / "run"), 50, patience=3)
+    assert again.resume() and again.finished and again.train().update == 30  # a converged run trains no further
+    more = make_trainer(str(tmp_path / "run"), 50, patience=4)
+    assert more.resume() and not more.finished  # more patience: it would go on
     with pytest.raises(ConfigError, match="patience"):
         make_trainer(str(tmp_path / "other"), 40, patience=0)
 

@@ -119,6 +119,12 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     add.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     add.set_defaults(func=_points_add)
+    config = actions.add_parser("config", help="write a served point's SubTransformer as a YAML (what `train "
+                                               "--sampling fixed --fixed-config` reads to train it alone)")
+    config.add_argument("library", help="operating-point library")
+    config.add_argument("--point", default="best", help="fastest, middle, best, or a point or SubTransformer id")
+    config.add_argument("--out", required=True, help="SubTransformer YAML to write")
+    config.set_defaults(func=_points_config)
 
 
 def _reduce(args: argparse.Namespace) -> int:
@@ -219,4 +225,13 @@ def _points_add(args: argparse.Namespace) -> int:
     library.save(args.out)
     print(f"{point.id}: measured {point.measured_ms:.1f} ms, predicted {point.predicted_ms:.1f} ms, valid loss "
           f"{point.valid_loss:.4f}, BLEU {point.bleu}; wrote {args.out}")
+    return 0
+
+
+def _points_config(args: argparse.Namespace) -> int:
+    from dynhat.inference.points import PointLibrary
+
+    point = PointLibrary.load(args.library).select(args.point, args.library)
+    point.config.save_yaml(args.out)
+    print(f"{args.point}: {point.id} ({point.measured_ms:.1f} ms, BLEU {point.bleu}); wrote {args.out}")
     return 0

@@ -69,6 +69,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = train_multi30k(settings, args.run_dir, args.cache_dir, args.mirror, piece_minutes=args.piece_minutes)
     state = trainer.state
     if trainer.rank == 0:
-        print(f"stopped at update {state.update} (epoch {state.epoch}) after {state.elapsed_s / 60:.1f} min; "
+        status = "finished" if trainer.finished else "stopped (resume with the same command)"
+        print(f"{status} at update {state.update} (epoch {state.epoch}) after {state.elapsed_s / 60:.1f} min; "
               f"best mean validation loss {state.best_valid:.3f} bits/token; checkpoints in {args.run_dir}")
     return 0

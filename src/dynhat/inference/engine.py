@@ -58,18 +58,8 @@ class EngineFolder:
         return str(self.meta.get("quantization"))
 
     def point(self, name: str) -> OperatingPoint:
-        """A served point by id (or its SubTransformer's id: the widest beam), or ``fastest`` / ``smallest``,
-        ``middle``, ``best`` / ``largest``."""
-        served = self.library.efficient()  # fastest first, each better than the one before
-        named = {"fastest": served[0], "smallest": served[0], "middle": served[len(served) // 2],
-                 "best": served[-1], "largest": served[-1]}
-        if name in named:
-            return named[name]
-        found = [p for p in served if name in (p.id, p.config.id)]
-        if not found:
-            raise DataError(f"{self.folder}: no served point {name!r}; expected fastest, middle, best or one of "
-                            f"{[p.id for p in served]}")
-        return max(found, key=lambda p: p.beam)
+        """A served point by name (``PointLibrary.select``: fastest, middle, best or an id)."""
+        return self.library.select(name, str(self.folder))
 
     def translator(self, point: OperatingPoint, beam: int | None = None, lenpen: float = 0.6,
                    compute_type: str = "default", threads: int = 1) -> Any:

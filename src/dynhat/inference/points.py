@@ -119,6 +119,20 @@ class PointLibrary:
                 kept.append(p)
         return kept
 
+    def select(self, name: str, source: str = "the library") -> OperatingPoint:
+        """A served point by name: ``fastest`` / ``smallest``, ``middle``, ``best`` / ``largest`` (of
+        ``efficient()``), a point id, or a SubTransformer id (its widest beam)."""
+        served = self.efficient()
+        named = {"fastest": served[0], "smallest": served[0], "middle": served[len(served) // 2],
+                 "best": served[-1], "largest": served[-1]}
+        if name in named:
+            return named[name]
+        found = [p for p in served if name in (p.id, p.config.id)]
+        if not found:
+            raise DataError(f"{source}: no served point {name!r}; expected fastest, middle, best or one of "
+                            f"{[p.id for p in served]}")
+        return max(found, key=lambda p: p.beam)
+
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
                 "space": self.space, "space_definition": self.space_definition, "checkpoint": self.checkpoint,

@@ -66,6 +66,25 @@ class TrainState:
     stale_validations: int = 0  # validations in a row since the last new best
 
 
+def budget_spent(settings: TrainSettings, state: TrainState) -> bool:
+    """A budget of the run (updates, wall or CPU minutes) is used up."""
+    return (state.update >= settings.max_updates
+            or (settings.max_minutes is not None and state.elapsed_s >= 60 * settings.max_minutes)
+            or (settings.max_cpu_minutes is not None and state.cpu_s >= 60 * settings.max_cpu_minutes))
+
+
+def run_finished(settings: TrainSettings, state: TrainState) -> bool:
+    """A budget spent, or converged under ``patience``: what a loop of training pieces waits for."""
+    p = settings.patience
+    return budget_spent(settings, state) or (p is not None and state.stale_validations >= p)
+
+
+def checkpoint_finished(path: str | Path) -> bool:
+    """Whether the run that saved the training checkpoint ``path`` has ended (``run_finished``)."""
+    payload = load_checkpoint(path)
+    return run_finished(TrainSettings.from_dict(payload["settings"], str(path)), TrainState(**payload["state"]))
+
+
 def update_configs(settings: TrainSettings, space: DesignSpace, update: int,
                    fixed: SubTransformerConfig | None) -> list[SubTransformerConfig]:
     """The SubTransformers trained in update ``update``; the same on every rank and after a resume.
@@ -243,6 +262,8 @@ class Trainer:
         """Train until a budget of the run is spent, or for ``piece_minutes`` of this call (then save and return:
         a later call resumes), whichever comes first."""
         s = self.settings
+        if self.finished:
+            return self.state
         piece_end = None if piece_minutes is None else time.perf_counter() + 60 * piece_minutes
         start = time.perf_counter() - self.state.elapsed_s
         stream = self._micro_batches()
@@ -266,10 +287,7 @@ class Trainer:
                    "train_loss": loss, "train_nll": nll, "tokens_per_s": window_tokens / span,
                    "updates_per_s": window_updates / span, "config": configs[-1].id,
                    "elapsed_s": self.state.elapsed_s, "cpu_s": self.state.cpu_s}
-            done = (self.state.update >= s.max_updates
-                    or (s.max_minutes is not None and self.state.elapsed_s >= 60 * s.max_minutes)
-                    or (s.max_cpu_minutes is not None and self.state.cpu_s >= 60 * s.max_cpu_minutes)
-                    or (piece_end is not None and time.perf_counter() >= piece_end))
+            done = self._spent() or (piece_end is not None and time.perf_counter() >= piece_end)
             best = False
             if self.state.update % s.validate_every == 0 or done:
                 best = self._validate(row)
@@ -284,6 +302,15 @@ class Trainer:
                 break
         bar.close()
         return self.state
+
+    def _spent(self) -> bool:
+        return budget_spent(self.settings, self.state)
+
+    @property
+    def finished(self) -> bool:
+        """The run has ended: resuming it trains no further (``run_finished``). Read after loading a checkpoint,
+        every rank holds the state rank 0 saved, so all agree."""
+        return run_finished(self.settings, self.state)
 
     def _step(self, batches: list[Batch], configs: list[SubTransformerConfig], total_tokens: int
               ) -> tuple[float, float, int]:
