@@ -6,13 +6,15 @@ Each row is a fresh process, started one after another on the same CPUs:
 - CTranslate2 alone: imports ctranslate2 and sentencepiece, loads every point's model of the engine folder (as
   exported, 1 thread) and translates the sentences on each: what a CTranslate2 user pays to hold these points.
 - ``dynhat serve ENGINE_DIR``: the HTTP service (uvicorn on 127.0.0.1), calibrated at start, then sent the
-  sentences under one budget per point (1.2x each point's calibrated latency), so every point serves.
+  sentences under one budget per point (1.2x each point's calibrated latency), so every point serves; with
+  ``--threads N`` also ``dynhat serve ENGINE_DIR --threads N`` (each model loaded at 1..N threads, for the
+  runtime's thread adaptation).
 - with ``--release``: ``dynhat serve RELEASE --points ENGINE_DIR/points.yml`` at ``--precision`` fp32 and int8 (the
   same points from the SuperTransformer's shared weights, through torch).
 
 Resident memory (``VmRSS``) after the requests and the peak (``VmHWM``), in MB; the ratio is to CTranslate2 alone.
 
-    python benchmarks/serving_memory.py ENGINE_DIR [--release multi30k-en-de] [--cpus 1]
+    python benchmarks/serving_memory.py ENGINE_DIR [--release multi30k-en-de] [--threads 2] [--cpus 1]
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("engine", help="engine folder (dynhat export --engine ctranslate2)")
     parser.add_argument("--release", default=None, help="also serve the points from this SuperTransformer (torch)")
+    parser.add_argument("--threads", type=int, default=1, help="also serve the engine folder at up to N threads")
     parser.add_argument("--cpus", type=lambda s: [int(c) for c in s.split(",")], default=None)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -114,6 +117,10 @@ def main() -> None:
     rows = [{"label": "CTranslate2 alone"} | json.loads(alone.stdout.strip().splitlines()[-1])]
     rows[0] |= {"used": rows[0]["points"], "weights": f"{rows[0]['points']} SubTransformers"}
     rows.append(served("dynhat serve ENGINE_DIR", [args.engine], cpus))
+    if args.threads > 1:
+        rows.append(served(f"dynhat serve ENGINE_DIR --threads {args.threads}",
+                           [args.engine, "--threads", str(args.threads)], cpus))
+        rows[-1]["weights"] += f" x {args.threads} thread counts"
     if args.release:
         for precision in ("fp32", "int8"):
             rows.append(served(f"dynhat serve {args.release} --precision {precision}",
@@ -131,6 +138,7 @@ def main() -> None:
     write_result(args.out, "\n".join([
         "## Memory of a serving process", "",
         f"`python benchmarks/serving_memory.py {args.engine}" + (f" --release {args.release}" if args.release else "")
+        + (f" --threads {args.threads}" if args.threads > 1 else "")
         + f"` ({datetime.date.today()}, CPUs {cpus}). Engine folder: CTranslate2 {meta['version']}, "
         f"{meta['quantization']}.", "", *table]))
 

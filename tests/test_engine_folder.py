@@ -33,13 +33,13 @@ SERVE_WITHOUT_TORCH = textwrap.dedent("""
 
     engine = load_engine(sys.argv[1])
     points = engine.library.efficient()
-    backend = engine.backend()
-    calibrated = calibrate(None, engine.vocab, points, 1, runs=2, backend=backend)
-    assert calibrated.points == [p.id for p in points]
+    backend = engine.backend(threads=2)  # each model loaded at 1 and at 2 threads: the count adapts
+    calibrated = calibrate(None, engine.vocab, points, 2, runs=2, backend=backend)
+    assert calibrated.points == [p.id for p in points] and sorted(calibrated.by_threads) == [1, 2]
     # the toy points take about as long as each other: given costs make the smaller one the faster
     costs = [PointCost(1.0 * (i + 1), 1.0 * (i + 1)) for i in range(len(points))]
-    translator = DynamicTranslator(None, engine.vocab, engine.library, 60_000.0, costs=costs, threads=1,
-                                   adapt_threads=False, backend=backend)
+    translator = DynamicTranslator(None, engine.vocab, engine.library, 60_000.0, costs={1: costs, 2: costs},
+                                   threads=2, backend=backend)
     client = TestClient(create_app(translator))
     served = {}
     for budget in (60_000.0, 1e-3):
@@ -132,10 +132,9 @@ def test_the_cli_exports_an_engine_and_serve_checks_its_arguments(tmp_path, caps
     assert main(["export", str(tmp_path / "toy.pt"), "--engine", "ctranslate2", "--out-dir",
                  str(tmp_path / "e2")]) == 2
     assert "--points" in capsys.readouterr().err
-    for extra, message in ((["--points", str(tmp_path / "points.yml")], "serves its own points.yml"),
-                           (["--threads", "2"], "served at 1 thread")):
-        assert main(["serve", str(tmp_path / "engine"), "--budget-ms", "100", *extra]) == 2
-        assert message in capsys.readouterr().err
+    points = str(tmp_path / "points.yml")
+    assert main(["serve", str(tmp_path / "engine"), "--budget-ms", "100", "--points", points]) == 2
+    assert "serves its own points.yml" in capsys.readouterr().err
 
 
 def test_decoding_variants_share_one_loaded_model(tmp_path) -> None:
@@ -146,9 +145,16 @@ def test_decoding_variants_share_one_loaded_model(tmp_path) -> None:
     config = expressible(largest(model.space))
     points = [OperatingPoint(config, 10.0, 9.0, 4.0, 9.5, beam=1), OperatingPoint(config, 20.0, 19.0, 4.0, 19.5)]
     assert len(export_points(model, vocab, points, tmp_path / "ct2")) == 1
-    backend = CT2Backend(vocab, points, tmp_path / "ct2")
+    backend = CT2Backend(vocab, points, tmp_path / "ct2", threads=2)
     greedy, beam = (backend.translator(p) for p in points)
     assert greedy.engine is beam.engine and (greedy.beam, beam.beam) == (1, 4)
+    one = greedy.translate(LINES[:3])
+    with backend.pinned(2):  # the copies loaded at 2 threads, shared by the variants as well
+        assert greedy.engine is beam.engine is greedy.engines[2] is not greedy.engines[1]
+        assert greedy.translate(LINES[:3]) == one
+    assert backend.threads == 1 and greedy.engine is greedy.engines[1]
+    with pytest.raises(DataError, match="loaded for 1 to 2 threads, not 3"):
+        backend.set_threads(3)
 
 
 def test_translate_takes_an_engine_folder_and_needs_no_torch(tmp_path) -> None:

@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--budget-ms must be in (0, 60000] and --threads >= 1")
     from dynhat.inference.engine import is_engine
 
-    if is_engine(args.checkpoint):  # no torch in this process: the engines keep the thread count they load with
+    if is_engine(args.checkpoint):  # no torch in this process
         serve(_engine_translator(args), args.host, args.port, limits)
         return 0
     if args.points is None:
@@ -92,8 +92,8 @@ def _costs(args: argparse.Namespace, points: list, calibrate: Callable[[], CostM
 
 
 def _engine_translator(args: argparse.Namespace) -> DynamicTranslator:
-    """An engine folder's points, loaded once through CTranslate2 at ``--threads`` (fixed: CTranslate2 sets a
-    translator's threads when it loads it), with the saved or a freshly calibrated cost model."""
+    """An engine folder's points loaded through CTranslate2 once per thread count up to ``--threads`` (it fixes a
+    model's threads when it loads it), with the saved or a freshly calibrated cost model."""
     from dynhat.errors import ConfigError
     from dynhat.inference.engine import load_engine
     from dynhat.runtime.costs import calibrate
@@ -101,9 +101,6 @@ def _engine_translator(args: argparse.Namespace) -> DynamicTranslator:
 
     if args.points is not None:
         raise ConfigError(f"--points: {args.checkpoint} is an engine folder and serves its own points.yml")
-    if args.threads != 1:
-        raise ConfigError("--threads: an engine folder is served at 1 thread (CTranslate2 fixes a model's threads "
-                          "when it loads it; adapting the thread count needs dynhat's own backend)")
     engine = load_engine(args.checkpoint)
     compute = {None: "default", "fp32": "float32", "int8": "int8"}[args.precision]
     backend = engine.backend(compute, args.threads)
@@ -111,7 +108,7 @@ def _engine_translator(args: argparse.Namespace) -> DynamicTranslator:
     costs = _costs(args, points, lambda: calibrate(None, engine.vocab, points, args.threads, args.calibrate_runs,
                                                    backend=backend))
     return DynamicTranslator(None, engine.vocab, engine.library, args.budget_ms, costs=costs, threads=args.threads,
-                             adapt_threads=False, backend=backend)
+                             adapt_threads=not args.fixed_threads, backend=backend)
 
 
 def _translator(args: argparse.Namespace) -> DynamicTranslator:

@@ -17,7 +17,7 @@ dynhat[engines]``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,23 +200,37 @@ def export_points(model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[O
     return [export_ctranslate2(model, c, Path(folder) / cid, vocab, quantization) for cid, c in configs.items()]
 
 
+def load_model(path: str | Path, compute_type: str = "default", threads: int = 1) -> Any:
+    """A ``ctranslate2.Translator`` of the model folder ``path`` on the CPU at ``threads`` intra-op threads (fixed
+    for its life: CTranslate2 sets them when it loads the model)."""
+    return _ct2().Translator(str(path), device="cpu", compute_type=compute_type, inter_threads=1,
+                             intra_threads=threads)
+
+
 class CT2Translator:
     """Sentences in, dynhat ``Hypothesis`` objects out, through a CTranslate2 model folder (one sentence a
-    call: the per-sentence length limit is CTranslate2's per-batch ``max_decoding_length``). ``engine``: a
-    ``ctranslate2.Translator`` of that folder already loaded, shared (e.g. by a SubTransformer's decoding
-    variants, which differ only in the beam) instead of loading the weights again."""
+    call: the per-sentence length limit is CTranslate2's per-batch ``max_decoding_length``).
+
+    ``engines``: the folder's model already loaded (``load_model``), by thread count, shared (e.g. by a
+    SubTransformer's decoding variants, which differ only in the beam) instead of loading the weights again;
+    ``use_threads`` picks the copy a call runs on. Without it, the model is loaded at ``threads``."""
 
     def __init__(self, path: str | Path, vocab: TextVocabulary, beam: int = 4, lenpen: float = 0.6,
                  max_len_a: float = DEFAULT_MAX_LEN_A, max_len_b: float = DEFAULT_MAX_LEN_B,
-                 compute_type: str = "default", threads: int = 1, engine: Any = None) -> None:
-        if engine is None:
-            engine = _ct2().Translator(str(path), device="cpu", compute_type=compute_type, inter_threads=1,
-                                       intra_threads=threads)
-        self.engine = engine
+                 compute_type: str = "default", threads: int = 1, engines: Mapping[int, Any] | None = None) -> None:
+        self.engines = dict(engines or {threads: load_model(path, compute_type, threads)})
+        self.engine = self.engines[min(self.engines)]
         self.vocab, self.beam, self.lenpen = vocab, beam, lenpen
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.tokens = vocabulary_tokens(vocab, len(vocab))
         self.ids = {t: i for i, t in enumerate(self.tokens)}
+
+    def use_threads(self, threads: int) -> None:
+        """Translate from now on with the copy loaded at ``threads`` threads."""
+        if threads not in self.engines:
+            raise DataError(f"threads: this CTranslate2 model was loaded for {sorted(self.engines)} threads, not "
+                            f"{threads}")
+        self.engine = self.engines[threads]
 
     def hypotheses(self, sentences: Sequence[str]) -> list[Hypothesis]:
         return self.hypotheses_of([self.vocab.encode(s) for s in sentences])

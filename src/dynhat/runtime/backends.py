@@ -9,9 +9,9 @@ not change with the backend.
   look-up of the point's cached record. ``precision="int8"`` quantizes every point once when the backend is
   built (``model.quantized.Int8Model``); a switch is then a look-up of the point's int8 record.
 - ``CT2Backend``: every point a CTranslate2 model folder (``inference.ct2.export_points``, or an engine folder,
-  ``inference.engine``), loaded once at one thread count; a switch is an index into the loaded engines. Each
-  point holds its own weights (no sharing): memory grows with the points. This module and ``CT2Backend`` import
-  no torch, so a service over an engine folder runs without it.
+  ``inference.engine``), loaded once per thread count it may serve at; a switch is an index into the loaded
+  engines. Each SubTransformer holds its own weights (no sharing): memory grows with the points and the counts.
+  This module and ``CT2Backend`` import no torch, so a service over an engine folder runs without it.
 """
 
 from __future__ import annotations
@@ -93,25 +93,33 @@ class DynhatBackend:
 
 class CT2Backend:
     """Every point's CTranslate2 folder ``folder / <SubTransformer id>`` (``inference.ct2.export_points``) loaded
-    with ``compute_type`` ("default": as exported) at ``threads`` intra-op threads, the only count it serves."""
+    with ``compute_type`` ("default": as exported), once for each thread count from 1 to ``threads``.
+
+    CTranslate2 fixes a model's intra-op threads when it loads it, so serving at another count means another
+    loaded copy: memory grows with ``threads`` (one copy at the default of 1). A SubTransformer is loaded once per
+    count whatever beams its points decode with. Setting the count points every translator at the copies loaded
+    for it: a dictionary look-up per point, no loading.
+    """
 
     def __init__(self, vocab: TextVocabulary, points: Sequence[OperatingPoint], folder: str | Path,
                  compute_type: str = "default", threads: int = 1) -> None:
-        from dynhat.inference.ct2 import CT2Translator
+        from dynhat.inference.ct2 import CT2Translator, load_model
 
-        self.name, self.threads = f"ctranslate2 {compute_type}", threads
+        if threads < 1:
+            raise DataError(f"threads: expected a whole number >= 1, got {threads}")
+        self.name, self.threads, self.max_threads = f"ctranslate2 {compute_type}", 1, threads
         self.vocab_size = len(vocab)
+        for p in points:
+            if not (Path(folder) / p.config.id / "model.bin").is_file():
+                raise DataError(f"point {p.id}: no CTranslate2 model in {Path(folder) / p.config.id} (export it "
+                                "first: inference.ct2.export_points or dynhat export --engine ctranslate2)")
+        loaded: dict[str, dict[int, Any]] = {}  # SubTransformer id -> its loaded copies by thread count
         self._engines: dict[str, CT2Translator] = {}
-        loaded: dict[str, Any] = {}  # a SubTransformer's weights once, whatever beams its points decode with
         for p in points:
             path = Path(folder) / p.config.id
-            if not (path / "model.bin").is_file():
-                raise DataError(f"point {p.id}: no CTranslate2 model in {path} (export it first: "
-                                "inference.ct2.export_points or dynhat export --engine ctranslate2)")
-            translator = CT2Translator(path, vocab, beam=p.beam, compute_type=compute_type, threads=threads,
-                                       engine=loaded.get(p.config.id))
-            loaded[p.config.id] = translator.engine
-            self._engines[p.id] = translator
+            if p.config.id not in loaded:
+                loaded[p.config.id] = {k: load_model(path, compute_type, k) for k in range(1, threads + 1)}
+            self._engines[p.id] = CT2Translator(path, vocab, beam=p.beam, engines=loaded[p.config.id])
 
     def translator(self, point: OperatingPoint) -> Any:
         return self._engines[point.id]
@@ -119,31 +127,37 @@ class CT2Backend:
     def switch(self, point: OperatingPoint) -> None:
         _ = self._engines[point.id]  # the switch is this look-up
 
-    def _check(self, threads: int) -> None:
-        if threads != self.threads:
-            raise DataError(f"threads: this CTranslate2 backend was loaded for {self.threads}, not {threads} "
-                            "(serve it with that count and adapt_threads=False)")
-
     def set_threads(self, threads: int) -> None:
-        self._check(threads)
+        if threads == self.threads:
+            return
+        if not 1 <= threads <= self.max_threads:
+            raise DataError(f"threads: this CTranslate2 backend was loaded for 1 to {self.max_threads} threads, "
+                            f"not {threads}")
+        for translator in self._engines.values():
+            translator.use_threads(threads)
+        self.threads = threads
 
     @contextlib.contextmanager
     def pinned(self, threads: int) -> Iterator[None]:
-        """Nothing to set: the engines run at the count they were loaded with."""
-        self._check(threads)
-        yield
+        """Serve at ``threads`` inside the block, at the count before it afterwards."""
+        before = self.threads
+        self.set_threads(threads)
+        try:
+            yield
+        finally:
+            self.set_threads(before)
 
     def protocol_ms(self, point: OperatingPoint, runs: int, threads: int) -> tuple[float, float]:
         """The protocol through CTranslate2: ``steps`` forced decoder steps, the encoder taken as the 1-step run
-        less one step (CTranslate2 runs at the thread count it was loaded with)."""
+        less one step, at ``threads`` (the copies loaded for that count)."""
         import random
 
-        self._check(threads)
         engine = self._engines[point.id]
         rng = random.Random(0)  # a fixed pseudo-sentence of ordinary tokens, as the protocol's
         ids = [rng.randrange(4, self.vocab_size) for _ in range(PROTOCOL_TOKENS - 1)]
-        engine.forced_seconds(ids, PROTOCOL_TOKENS)
-        full = sorted(engine.forced_seconds(ids, PROTOCOL_TOKENS) for _ in range(runs))[runs // 2] * 1e3
-        one = sorted(engine.forced_seconds(ids, 1) for _ in range(runs))[runs // 2] * 1e3
+        with self.pinned(threads):
+            engine.forced_seconds(ids, PROTOCOL_TOKENS)
+            full = sorted(engine.forced_seconds(ids, PROTOCOL_TOKENS) for _ in range(runs))[runs // 2] * 1e3
+            one = sorted(engine.forced_seconds(ids, 1) for _ in range(runs))[runs // 2] * 1e3
         step = max(0.0, (full - one) / (PROTOCOL_TOKENS - 1))
         return max(0.0, one - step), PROTOCOL_TOKENS * step
