@@ -36,7 +36,10 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/twins"), help="one run folder per point inside")
     parser.add_argument("--patience", type=int, default=3, help="validations without a new best before stopping")
     parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun ranks)")
-    parser.add_argument("--piece-minutes", type=float, default=60.0)
+    parser.add_argument("--piece-minutes", type=float, default=None,
+                        help="minutes a piece (default 60; 9 with --cuda)")
+    parser.add_argument("--cuda", action="store_true",
+                        help="one process on a CUDA GPU with --nproc micro-batches an update (the same updates)")
     parser.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     args = parser.parse_args()
 
@@ -52,10 +55,13 @@ def main() -> None:
         point.config.save_yaml(config_path)
         last = run / "checkpoint_last.pt"
         while not (last.exists() and checkpoint_finished(last)):
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), "-m",
-                       "dynhat", "train", "--config", str(args.config), "--run-dir", str(run), "--sampling", "fixed",
-                       "--fixed-config", str(config_path), "--distill", "0", "--patience", str(args.patience),
-                       "--piece-minutes", str(args.piece_minutes)]
+            launch = (["-m", "dynhat"] if args.cuda else
+                      ["-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), "-m", "dynhat"])
+            command = [sys.executable, *launch, "train", "--config", str(args.config), "--run-dir", str(run),
+                       "--sampling", "fixed", "--fixed-config", str(config_path), "--distill", "0", "--patience",
+                       str(args.patience), "--piece-minutes", str(args.piece_minutes or (9 if args.cuda else 60))]
+            if args.cuda:
+                command += ["--device", "cuda", "--update-freq", str(args.nproc)]
             if args.mirror:
                 command += ["--from", args.mirror]
             print(f"{name} ({point.id}): {' '.join(command)}", flush=True)
