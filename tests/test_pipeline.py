@@ -90,3 +90,21 @@ def test_by_default_the_main_job_serves_the_shipped_release(data_dir: Path, tmp_
     again = run_pipeline(_settings(tmp_path, run))
     assert {name: (run / name).stat().st_mtime_ns for name in stamps} == stamps and len(checks) == 1
     assert again["points"] == summary["points"] and again["targets"] == summary["targets"]
+
+
+def test_the_quality_target_says_how_much_switching_could_gain_at_most() -> None:
+    from dynhat.inference.points import OperatingPoint
+    from dynhat.pipeline.summary import targets
+    from dynhat.space import largest, load_space, smallest
+
+    space = load_space("multi30k-tiny-prenorm")
+    library = PointLibrary([OperatingPoint(smallest(space), 50.0, 45.0, 5.0, 48.0),
+                            OperatingPoint(largest(space), 300.0, 280.0, 4.0, 290.0)], space.name,
+                           {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1)
+    rows = [{"run": "dynamic", "bleu": 38.5, "within_pct": 97.0},
+            {"run": f"static {smallest(space).id}", "bleu": 37.5, "within_pct": 99.0},
+            {"run": f"static {largest(space).id}", "bleu": 39.5, "within_pct": 60.0}]
+    within, quality, span = targets(library, rows)
+    assert within["met"] and span["met"] and span["measured"].startswith("6.0x")
+    assert not quality["met"]
+    assert quality["measured"].endswith(": +1.00, of at most +2.00 (the best point's BLEU above it)")

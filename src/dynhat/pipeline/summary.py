@@ -48,10 +48,12 @@ def targets(library: PointLibrary, scenario: Sequence[Mapping[str, Any]]) -> lis
                         "(remove the run directory's scenario/ folder)")
     safe, always = safe_static(statics)
     gap = round(dynamic["bleu"] - statics[safe]["bleu"], 2)
+    # no switching can beat the reliable point by more than the best static point's BLEU does on the same stream
+    ceiling = max(row["bleu"] for row in statics.values()) - statics[safe]["bleu"]
     quality = (f"{dynamic['bleu']} vs {statics[safe]['bleu']} (`{safe.removeprefix('static ')}`, "
                f"{statics[safe]['within_pct']} % within" + ("" if always else f"; none stays ≥ {RELIABLE_PCT:g} %, "
                                                              "so the most reliable, to beat on both")
-               + f"): {gap:+.2f}",
+               + f"): {gap:+.2f}, of at most {ceiling:+.2f} (the best point's BLEU above it)",
                gap >= BLEU_MARGIN and (always or dynamic["within_pct"] > statics[safe]["within_pct"]))
     served = [p.latency_ms for p in library.efficient()]
     span = max(served) / min(served)
