@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="default latency budget per sentence")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=integer(0, 65535), default=8080)
-    serve.add_argument("--threads", type=integer(1), default=1, help="most torch intra-op threads; fewer while other "
-                                                             "processes take cores")
+    serve.add_argument("--threads", type=integer(1), default=1,
+                       help="most intra-op threads; fewer while other processes take cores (an engine folder loads "
+                            "each model once per count up to this)")
     serve.add_argument("--fixed-threads", action="store_true", help="always use --threads")
     serve.add_argument("--precision", choices=("fp32", "int8"), default=None,
                        help="default fp32; int8: each point's large matrices quantized once at start-up "
