@@ -85,11 +85,6 @@ class SubTransformerConfig:
             for value in getattr(self, attr):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ConfigError(f"expected integers, got {value!r}", field=_ATTR_TO_KEY[attr])
-        # hashed once: a model looks its weights up by configuration at every decoding step
-        object.__setattr__(self, "_hash", hash(self.as_tuple()))
-
-    def __hash__(self) -> int:
-        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     # ------------------------------------------------------------------ identity
     @property
