@@ -192,7 +192,7 @@ def test_dynamic_translator_serves_through_ctranslate2(tmp_path) -> None:  # typ
         CT2Backend(vocab, points, tmp_path / "ct2")
     export_points(model, vocab, points, tmp_path / "ct2")
     backend = CT2Backend(vocab, points, tmp_path / "ct2")
-    with pytest.raises(DataError, match="loaded for 1, not 2"):
+    with pytest.raises(DataError, match="loaded for up to 1 thread, not 2"):
         calibrate(None, vocab, points, 2, runs=2, backend=backend)
     costs = calibrate(None, vocab, points, 1, runs=2, backend=backend)
     assert len(costs.by_threads[1]) == len(points) and all(c.decoder_ms >= 0 for c in costs.by_threads[1])

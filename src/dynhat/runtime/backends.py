@@ -131,8 +131,9 @@ class CT2Backend:
         if threads == self.threads:
             return
         if not 1 <= threads <= self.max_threads:
-            raise DataError(f"threads: this CTranslate2 backend was loaded for 1 to {self.max_threads} threads, "
-                            f"not {threads}")
+            raise DataError(f"threads: this CTranslate2 backend was loaded for up to {self.max_threads} "
+                            f"thread{'s' if self.max_threads > 1 else ''}, not {threads} (CTranslate2 fixes a "
+                            "model's threads when it loads it: give the most it may serve at when building it)")
         for translator in self._engines.values():
             translator.use_threads(threads)
         self.threads = threads
