@@ -4,7 +4,10 @@ For each named point (fastest, middle and best by default: ``PointLibrary.select
 SubTransformer as ``RUNS/NAME/config.yml`` and trains it alone with the SuperTransformer's recipe
 (``--sampling fixed --fixed-config config.yml --distill 0 --patience N``), a fresh ``torchrun`` for each piece of
 ``--piece-minutes``, until the run has finished: converged (``--patience`` validations without a new best) or its
-update budget spent. Running the same command again continues where it stopped; a finished twin is skipped.
+update budget spent; each piece's output goes to ``RUNS/NAME/pieces.out``. Running the same command again continues
+where it stopped; a finished twin is skipped. Every update has the recipe's micro-batches (``--micro-batches``,
+split among ``--ranks`` processes), so ``--jobs 2 --ranks 1`` (two twins at once, one process and one core each)
+computes the same updates as the default (one twin at a time on two ranks).
 Then ``benchmarks/inherited_vs_scratch.py`` scores the twins against the inherited points.
 
     python benchmarks/scratch_twins.py runs/super-job/operating_points.yml --runs runs/twins \\
@@ -17,6 +20,7 @@ import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dynhat.errors import ConfigError
@@ -35,38 +39,53 @@ def main() -> None:
                         help="the SuperTransformer's training settings (the twins use them unchanged)")
     parser.add_argument("--runs", type=Path, default=Path("runs/twins"), help="one run folder per point inside")
     parser.add_argument("--patience", type=int, default=3, help="validations without a new best before stopping")
-    parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun ranks)")
+    parser.add_argument("--micro-batches", type=int, default=2,
+                        help="micro-batches an update (the recipe's: two ranks of one each)")
+    parser.add_argument("--ranks", type=int, default=2,
+                        help="torchrun ranks a twin; the micro-batches are split among them (1: one process)")
+    parser.add_argument("--jobs", type=int, default=1, help="twins trained at once (2 on 2 cores with --ranks 1)")
     parser.add_argument("--piece-minutes", type=float, default=None,
                         help="minutes a piece (default 60; 9 with --cuda)")
-    parser.add_argument("--cuda", action="store_true",
-                        help="one process on a CUDA GPU with --nproc micro-batches an update (the same updates)")
+    parser.add_argument("--cuda", action="store_true", help="each twin one process on a CUDA GPU (the same updates)")
     parser.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     args = parser.parse_args()
+    ranks = 1 if args.cuda else args.ranks
+    if ranks < 1 or args.micro_batches % ranks:
+        raise SystemExit(f"--ranks {ranks} must divide --micro-batches {args.micro_batches}")
 
     library = PointLibrary.load(args.library)
+    twins = []
     for name in args.points.split(","):
         point = library.select(name, str(args.library))
-        run = args.runs / name
-        config_path = run / "config.yml"
+        config_path = args.runs / name / "config.yml"
         if config_path.exists() and SubTransformerConfig.from_yaml(config_path) != point.config:
             raise ConfigError(f"holds {SubTransformerConfig.from_yaml(config_path).id}, but the library's {name} "
                               f"point is {point.config.id}: give another --runs folder", source=str(config_path))
-        run.mkdir(parents=True, exist_ok=True)
+        config_path.parent.mkdir(parents=True, exist_ok=True)
         point.config.save_yaml(config_path)
-        last = run / "checkpoint_last.pt"
+        twins.append((name, point.id, config_path))
+
+    def train(name: str, point_id: str, config_path: Path) -> None:
+        """Pieces of one twin until its run has finished."""
+        run, last = config_path.parent, config_path.parent / "checkpoint_last.pt"
+        launch = ["-m", "dynhat"] if ranks == 1 else ["-m", "torch.distributed.run", "--nproc-per-node",
+                                                      str(ranks), "-m", "dynhat"]
+        command = [sys.executable, *launch, "train", "--config", str(args.config), "--run-dir", str(run),
+                   "--sampling", "fixed", "--fixed-config", str(config_path), "--distill", "0", "--patience",
+                   str(args.patience), "--update-freq", str(args.micro_batches // ranks), "--piece-minutes",
+                   str(args.piece_minutes or (9 if args.cuda else 60))]
+        command += ["--device", "cuda"] if args.cuda else []
+        command += ["--from", args.mirror] if args.mirror else []
         while not (last.exists() and checkpoint_finished(last)):
-            launch = (["-m", "dynhat"] if args.cuda else
-                      ["-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), "-m", "dynhat"])
-            command = [sys.executable, *launch, "train", "--config", str(args.config), "--run-dir", str(run),
-                       "--sampling", "fixed", "--fixed-config", str(config_path), "--distill", "0", "--patience",
-                       str(args.patience), "--piece-minutes", str(args.piece_minutes or (9 if args.cuda else 60))]
-            if args.cuda:
-                command += ["--device", "cuda", "--update-freq", str(args.nproc)]
-            if args.mirror:
-                command += ["--from", args.mirror]
-            print(f"{name} ({point.id}): {' '.join(command)}", flush=True)
-            subprocess.run(command, check=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
-        print(f"{name} ({point.id}): finished, {last}", flush=True)
+            print(f"{name} ({point_id}): {' '.join(command)}", flush=True)
+            with (run / "pieces.out").open("a") as out:
+                subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT,
+                               env=os.environ | {"OMP_NUM_THREADS": "1"})
+        print(f"{name} ({point_id}): finished, {last}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(train, *twin) for twin in twins]:
+            future.result()
 
 
 if __name__ == "__main__":
