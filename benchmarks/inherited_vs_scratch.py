@@ -103,10 +103,11 @@ def _run(args: argparse.Namespace) -> None:
             scratch, scratch_vocab = load_trained(path)
             scores: dict[str, Any] = {}
             for split, test in tests.items():
-                inherited = evaluate(supernet, super_vocab, config, test, valid if split == TESTS[0] else None, beam)
-                alone = evaluate(scratch, scratch_vocab, config, test, valid if split == TESTS[0] else None, beam)
+                loss_on = valid if split == TESTS[0] else None  # the validation loss once, with the first test set
+                inherited = evaluate(supernet, super_vocab, config, test, loss_on, beam)
+                alone = evaluate(scratch, scratch_vocab, config, test, loss_on, beam)
                 scores[split] = {"inherited": inherited.bleu.sacrebleu, "scratch": alone.bleu.sacrebleu}
-                if inherited.valid_loss is not None:
+                if loss_on is not None:
                     scores["loss"] = {"inherited": inherited.valid_loss, "scratch": alone.valid_loss}
             known[key] = scores
             if args.results:

@@ -44,10 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from dynhat.train.allocator import bound_primitive_cache
-
-    bound_primitive_cache()  # before anything runs a matrix product (the data's preparation may)
-
     from dynhat.train.prepare import train_multi30k
     from dynhat.train.settings import TrainSettings
     from dynhat.train.trainer import init_distributed

@@ -287,7 +287,7 @@ class Trainer:
                    "train_loss": loss, "train_nll": nll, "tokens_per_s": window_tokens / span,
                    "updates_per_s": window_updates / span, "config": configs[-1].id,
                    "elapsed_s": self.state.elapsed_s, "cpu_s": self.state.cpu_s}
-            done = self._spent() or (piece_end is not None and time.perf_counter() >= piece_end)
+            done = budget_spent(s, self.state) or (piece_end is not None and time.perf_counter() >= piece_end)
             best = False
             if self.state.update % s.validate_every == 0 or done:
                 best = self._validate(row)
@@ -302,9 +302,6 @@ class Trainer:
                 break
         bar.close()
         return self.state
-
-    def _spent(self) -> bool:
-        return budget_spent(self.settings, self.state)
 
     @property
     def finished(self) -> bool:
