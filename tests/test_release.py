@@ -77,9 +77,11 @@ def test_every_verb_takes_a_release_folder(tmp_path, capsys) -> None:
 
 
 def _toy_library(checkpoint, model, out) -> None:
-    """A reference library of the toy checkpoint: its smallest and largest SubTransformer, and a greedy variant."""
+    """A reference library of the toy checkpoint: its smallest and largest SubTransformer (the largest won two
+    constraints), and a greedy variant."""
     points = [OperatingPoint(smallest(model.space), 10.0, 9.0, 5.0, 9.5, 1.5, 100),
               OperatingPoint(largest(model.space), 20.0, 19.0, 4.0, 19.5, 2.5, 200),
+              OperatingPoint(largest(model.space), 30.0, 19.0, 4.0, 19.8, 2.5, 200),
               OperatingPoint(largest(model.space), 20.0, None, 4.0, 12.0, 2.0, 200, beam=1)]
     PointLibrary(points, model.space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
                  {"cpu": "toy CPU", "logical_cores": 2, "torch": "x"}, 1, {"test_sentences": 8},
@@ -102,10 +104,13 @@ def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256
                             train_command=command, score=score)
     assert sorted(scored) == sorted({p.id for p in PointLibrary.load(tmp_path / "points.yml").points})
     card = (out / "card.md").read_text()
+    assert card.count(f"| {largest(model.space).id} | ") == 1  # each point once, at its tightest constraint
+    assert f"| {largest(model.space).id} | 2 | 4 | 19.5 |" in card
     assert "| BLEU test_2016_flickr | BLEU test_2017_flickr |" in card
     assert f"| {largest(model.space).id}-b1 | 2 | 1 | 12.0 | 2.0 | 31.0 | 21.0 |" in card
     assert f"| {smallest(model.space).id} | 1 | 4 | 9.5 | 1.5 | 34.0 | 24.0 |" in card
-    assert "## Reproduce" in card and command in card and "--points points.yml" in card and "toy CPU" in card
+    assert "## Reproduce" in card and command in card and "toy CPU" in card
+    assert f"--out-dir {tmp_path / 'rel'} --dtype bf16 --points {tmp_path / 'points.yml'}" in card
     manifest = json.loads((out / "manifest.json").read_text())["sha256"]
     for name, digest in manifest.items():
         assert name == "card.md" or f"| `{name}` | `{digest}` |" in card
