@@ -128,12 +128,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         facts["released_with"] = f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} --points {points}"
         origin = {"device": library.device.get("cpu"), "threads": library.threads,
                   "test_sentences": library.fitness.get("test_sentences")}
-        scores: dict[str, dict[str, float]] = {}
         rows = []
         for point in library.unique():
-            if score is not None:
-                scores[point.id] = dict(score(model, vocab, point))
-            rows.append(point.to_dict() | ({"bleu_splits": scores[point.id]} if point.id in scores else {}))
+            splits = {} if score is None else {"bleu_splits": dict(score(model, vocab, point))}
+            rows.append(point.to_dict() | splits)
     return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin))
 
 
