@@ -2,7 +2,8 @@
 
 For each point (a library's served points with ``--points``, else the checkpoint space's largest, middle and
 smallest SubTransformer with encoder-decoder attention on the last encoder layer, which CTranslate2 can express)
-and each engine (dynhat fp32 inherited from the SuperTransformer, dynhat fp32 extracted dense model, dynhat int8,
+and each engine (dynhat fp32 inherited from the SuperTransformer as the runtime serves it, its strided slices copied
+once, ``model.serving``; dynhat fp32 extracted dense model; dynhat int8;
 CTranslate2 float32 and int8 of an exact export), translate real sentences one request at a time, taking the
 engines and points in turn for each sentence (so machine drift hits all alike), one thread pinned to one CPU.
 Reported: per-sentence mean and p90 latency, the ratio of means to CTranslate2 of the same precision, sentences
@@ -42,6 +43,7 @@ from dynhat.inference.measure import machine_info, pinned, source_tokens, time_t
 from dynhat.inference.points import OperatingPoint, PointLibrary
 from dynhat.model import extract
 from dynhat.model.quantized import Int8Model
+from dynhat.model.serving import ServingModel
 from dynhat.runtime.backends import CT2Backend, DynhatBackend
 from dynhat.space import SubTransformerConfig, largest, middle, smallest
 from dynhat.translate.bleu import sacrebleu_bleu
@@ -83,7 +85,7 @@ def engines(model: Any, vocab: Any, config: SubTransformerConfig, beam: int, fol
     """Each engine of one point, with the memory it added; CTranslate2's refusal, if any."""
     made: dict[str, Engine] = {}
     builders = {
-        "dynhat fp32": lambda: Translator(model, vocab, config, beam=beam),
+        "dynhat fp32": lambda: Translator(ServingModel(model, [config]), vocab, config, beam=beam),
         "dynhat dense fp32": lambda: Translator(extract(model, config).eval(), vocab, beam=beam),
         "dynhat int8": lambda: Translator(Int8Model(model, [config]), vocab, config, beam=beam),
     }
@@ -129,7 +131,8 @@ def protocol(engs: dict[str, Engine], model: Any, config: SubTransformerConfig, 
     (30 steps - 1 step) / 29, so it excludes the encoder."""
     vocab_size = model.settings.vocab_size
     src = source_tokens(30, vocab_size)
-    models = {"dynhat fp32": (model, config), "dynhat dense fp32": (engs["dynhat dense fp32"].translator.model, None),
+    models = {"dynhat fp32": (engs["dynhat fp32"].translator.model, config),
+              "dynhat dense fp32": (engs["dynhat dense fp32"].translator.model, None),
               "dynhat int8": (engs["dynhat int8"].translator.model, config)}
 
     def once(name: str, steps: int) -> float:

@@ -1,4 +1,4 @@
-"""int8 SubTransformers, the incremental decoder's caches, and the CTranslate2 export."""
+"""Serving copies and int8 SubTransformers, the incremental decoder's caches, and the CTranslate2 export."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from dynhat.errors import DataError
 from dynhat.model import ModelSettings, SuperTransformer, extract
 from dynhat.model.quantized import Int8Linear, Int8Model
+from dynhat.model.serving import ServingModel
 from dynhat.space import largest, load_space, sample, smallest
 
 VOCAB = 200
@@ -26,6 +27,39 @@ def _src(seed: int, batch: int = 3, length: int = 9) -> torch.Tensor:
     src[0, length - 3 :] = 1
     src[0, length - 4] = 2
     return src
+
+
+def _tensors(record: object) -> list[torch.Tensor]:
+    if isinstance(record, torch.Tensor):
+        return [record]
+    if isinstance(record, tuple):
+        return [t for item in record for t in _tensors(item)]
+    return [t for name in getattr(record, "__slots__", ()) for t in _tensors(getattr(record, name))]
+
+
+def test_serving_model_copies_only_strided_slices_and_computes_the_same() -> None:
+    config = smallest(SPACE)  # narrower than the SuperTransformer: its slices are strided views
+    view = MODEL.weights(config)
+    served = ServingModel(MODEL, [config])
+    record = served.weights(config)
+    assert served.weights(config) is record  # prepared once, then looked up
+    layers = _tensors((view.encoder, view.decoder))
+    assert any(not t.is_contiguous() for t in layers)
+    assert all(t.is_contiguous() for t in _tensors((record.encoder, record.decoder)))
+    def storage(t: torch.Tensor) -> int:
+        return t.untyped_storage().data_ptr()
+
+    shared = {storage(t) for t in [*MODEL.parameters(), *MODEL.buffers()]}
+    assert storage(record.decoder_embed) in shared and storage(record.encoder_positions) in shared
+    copied = [t for t in _tensors((record.encoder, record.decoder)) if storage(t) not in shared]
+    assert copied and len(copied) == sum(not t.is_contiguous() for t in layers)
+    src = _src(5)
+    prev = torch.cat([torch.full((3, 1), 2), torch.randint(4, VOCAB, (3, 7))], dim=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(served(src, prev, config=config), MODEL(src, prev, config=config))
+        assert torch.equal(served.greedy(src, 12, config=config), MODEL.greedy(src, 12, config=config))
+    with pytest.raises(ValueError, match="inference only"):
+        served.train()
 
 
 def test_int8_linear_is_close_to_float() -> None:
@@ -222,6 +256,6 @@ def test_serve_precision_int8_serves_through_the_int8_backend(tmp_path, monkeypa
     command = ["serve", "toy.pt", "--points", "points.yml", "--budget-ms", "100", "--calibrate-runs", "2"]
     assert main([*command, "--precision", "int8"]) == 0 and main(command) == 0
     assert [t.backend.precision for t in served] == ["int8", "fp32"]
-    assert isinstance(served[0].backend.model, Int8Model) and served[1].backend.model is model
+    assert isinstance(served[0].backend.model, Int8Model) and served[1].backend.model.base is model
     # each calibrated on its own (the point chosen at 100 ms depends on those timings): each serves a library point
     assert all(t.translate_one("5 6 7").point in {p.id for p in library.efficient()} for t in served)

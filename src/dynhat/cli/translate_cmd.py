@@ -46,12 +46,14 @@ def _translate(args: argparse.Namespace) -> int:
         translator = engine.translator(engine.point(args.config), args.beam, args.lenpen)
     else:
         from dynhat.inference.checkpoint import load_trained
+        from dynhat.model.serving import ServingModel
         from dynhat.space import resolve_config
         from dynhat.translate.translator import Translator
 
         model, vocab = load_trained(args.checkpoint)
         config = resolve_config(args.config, model.space)
-        translator = Translator(model, vocab, config, beam=args.beam or DEFAULT_BEAM, lenpen=args.lenpen)
+        translator = Translator(ServingModel(model, [config]), vocab, config, beam=args.beam or DEFAULT_BEAM,
+                                lenpen=args.lenpen)
     lines = decode_lines(sys.stdin.buffer.read(), "stdin") if args.input == "-" else read_lines(args.input)
     for line in translator.translate(lines):
         print(line)

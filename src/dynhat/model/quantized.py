@@ -14,15 +14,15 @@ is a quarter of the bytes; a small one (``d <= 256`` layer projections) already 
 kernel's per-call work (choosing the activation's scale, quantizing it, packing it) made int8 slower than float32
 on an Intel Xeon with AVX-512 VNNI. ``min_weights=0`` quantizes every projection.
 
-``Int8Model`` wraps any dynhat model (SuperTransformer or dense): ``weights(config)`` is the base model's record
-quantized, built once per configuration and cached (``configs`` are built at construction, so serving a library
-never quantizes on a request). It snapshots the base weights: quantize again after changing them.
+``Int8Model`` wraps any dynhat model (SuperTransformer or dense): a serving model (``dynhat.model.serving``) whose
+record of each configuration is the base model's quantized, built once and cached (``configs`` are built at
+construction, so serving a library never quantizes on a request). It snapshots the base weights: quantize again
+after changing them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from dynhat.errors import ConfigError
 from dynhat.model.seq2seq import Seq2SeqModel
+from dynhat.model.serving import ServingModel, contiguous_layers
 from dynhat.model.weights import (
     AttentionWeights,
     DecoderLayerWeights,
@@ -141,32 +142,14 @@ def quantize_weights(w: SubTransformerWeights, min_weights: int = INT8_MIN_WEIGH
                    output=None if output is w.decoder_embed else output)
 
 
-class Int8Model(Seq2SeqModel):
-    """``base`` with int8 projections, for inference (see the module docstring). ``configs``: those to quantize
-    now (``None`` stands for the base model's default, e.g. a dense model's own configuration)."""
+class Int8Model(ServingModel):
+    """``base`` with int8 projections, for inference (see the module docstring); the float leftovers are
+    contiguous, as in any serving model. ``configs``: those to quantize now."""
 
     def __init__(self, base: Seq2SeqModel, configs: Iterable[SubTransformerConfig | None] = (),
                  min_weights: int = INT8_MIN_WEIGHTS) -> None:
-        super().__init__()
-        self.base = base.eval()
         self.min_weights = min_weights
-        self.padding_idx, self.eos_idx = base.padding_idx, base.eos_idx
-        self._records: dict[SubTransformerConfig, SubTransformerWeights] = {}
-        self._lock = threading.Lock()
-        self.eval()
-        for config in configs:
-            self.weights(config)
+        super().__init__(base, configs)
 
-    def weights(self, config: SubTransformerConfig | None = None) -> SubTransformerWeights:
-        fp32 = self.base.weights(config)
-        record = self._records.get(fp32.config)
-        if record is None:
-            record = quantize_weights(fp32, self.min_weights)
-            with self._lock:
-                record = self._records.setdefault(fp32.config, record)
-        return record
-
-    def train(self, mode: bool = True) -> Int8Model:
-        if mode:
-            raise ValueError("an int8 model is for inference only: train the float model and quantize it again")
-        return super().train(False)
+    def prepare(self, w: SubTransformerWeights) -> SubTransformerWeights:
+        return quantize_weights(contiguous_layers(w), self.min_weights)

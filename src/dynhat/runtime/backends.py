@@ -5,9 +5,10 @@ the controller's decision and the point being in use), sets and pins the thread 
 protocol for calibration. The controller, budgets, cost models and switching logic are the translator's and do
 not change with the backend.
 
-- ``DynhatBackend(model, precision="fp32")``: views of the SuperTransformer's shared weights; a switch is a
-  look-up of the point's cached record. ``precision="int8"`` quantizes every point once when the backend is
-  built (``model.quantized.Int8Model``); a switch is then a look-up of the point's int8 record.
+- ``DynhatBackend(model, precision="fp32")``: the SuperTransformer's shared weights, each point's strided slices
+  copied contiguous once when the backend is built (``model.serving.ServingModel``: 0.6-4.1 MB a point here);
+  a switch is a look-up of the point's record. ``precision="int8"`` also quantizes every point once
+  (``model.quantized.Int8Model``); a switch is then a look-up of the point's int8 record.
 - ``CT2Backend``: every point a CTranslate2 model folder (``inference.ct2.export_points``, or an engine folder,
   ``inference.engine``), loaded once per thread count it may serve at; a switch is an index into the loaded
   engines. Each SubTransformer holds its own weights (no sharing): memory grows with the points and the counts.
@@ -48,20 +49,23 @@ class Backend(Protocol):
 
 
 class DynhatBackend:
-    """dynhat's own decoder over ``model`` (views of shared weights), in float32 or int8."""
+    """dynhat's own decoder over ``model``'s shared weights, in float32 or int8, each point prepared once."""
 
     def __init__(self, model: Seq2SeqModel, vocab: TextVocabulary, points: Sequence[OperatingPoint] = (),
                  precision: str = "fp32") -> None:
         if precision not in PRECISIONS:
             raise DataError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+        configs = [p.config for p in points]  # each prepared now: later switches are look-ups
         if precision == "int8":
             from dynhat.model.quantized import Int8Model
 
-            model = Int8Model(model, [p.config for p in points])
+            model = Int8Model(model, configs)
+        else:
+            from dynhat.model.serving import ServingModel
+
+            model = ServingModel(model, configs)
         self.model, self.vocab, self.precision = model, vocab, precision
         self.name = f"dynhat {precision}"
-        for p in points:
-            model.weights(p.config)  # slice (and quantize) every point once now: later switches are look-ups
 
     def translator(self, point: OperatingPoint) -> Translator:
         from dynhat.translate.translator import Translator

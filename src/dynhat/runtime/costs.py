@@ -123,7 +123,7 @@ def calibrate(model: SuperTransformer | None, vocab: TextVocabulary, points: Seq
 
         if model is None:
             raise ValueError("calibrate: give the model or the backend that serves the points")
-        backend = DynhatBackend(model.eval(), vocab)
+        backend = DynhatBackend(model.eval(), vocab, points)
     translators = [backend.translator(p) for p in points]
     real = sentences is not None
     sentences = list(sentences) if real else synthetic_sentences(vocab)
