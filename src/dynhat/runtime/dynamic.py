@@ -32,6 +32,9 @@ from dynhat.runtime.costs import CALIBRATION_TOKENS, CostModel, PointCost
 from dynhat.runtime.monitor import FreeCores, ResourceMonitor, SlowdownTracker, cgroup_quota_cpus
 from dynhat.translate.interface import TextVocabulary
 
+#: seconds between readings of the CPUs the process may use (affinity, cgroup quota): a change is seen that fast
+CAP_REFRESH_S = 0.2
+
 if TYPE_CHECKING:
     from dynhat.model.supertransformer import SuperTransformer
 
@@ -124,6 +127,7 @@ class DynamicTranslator:
         self.recent: deque[TranslationResult] = deque(maxlen=100)
         self._lock = threading.Lock()
         self._start = time.perf_counter()
+        self._cap, self._cap_read_at = 1, -math.inf
 
     # ------------------------------------------------------------------ configuration
     def _check_budget(self, budget_ms: float) -> float:
@@ -163,10 +167,7 @@ class DynamicTranslator:
         trackers (what they learned describes a machine that is no longer there) at the fair-share slowdown
         ``(others + k) / cpus`` of k threads beside the others' busy cores, which the next requests then correct.
         """
-        cap = min(self.max_threads, len(os.sched_getaffinity(0)))
-        quota = cgroup_quota_cpus()
-        if quota is not None:
-            cap = min(cap, max(1, math.floor(quota)))
+        cap = min(self.max_threads, self._cpu_cap())
         if not self.adapt_threads:
             return cap
         free = self.free_cores.read()
@@ -182,6 +183,19 @@ class DynamicTranslator:
             self.slowdowns = {k: SlowdownTracker(initial=max(1.0, (others + k) / cpus)) for k in self.slowdowns}
             self.usable = usable
         return usable
+
+    def _cpu_cap(self) -> int:
+        """CPUs the process may use (its affinity set and cgroup quota), read again at most every
+        ``CAP_REFRESH_S``: reading the quota is a file read that cost ~0.1 ms a request right after a translation
+        (measured on the engine backend, where a translation of the fastest point takes ~6 ms)."""
+        now = time.monotonic()
+        if now - self._cap_read_at >= CAP_REFRESH_S:
+            cap = len(os.sched_getaffinity(0))
+            quota = cgroup_quota_cpus()
+            if quota is not None:
+                cap = min(cap, max(1, math.floor(quota)))
+            self._cap, self._cap_read_at = cap, now
+        return self._cap
 
     def choose(self, src_tokens: int, budget_ms: float) -> tuple[int, float, int]:
         """(point index, expected ms, threads) for a sentence of ``src_tokens`` subwords under ``budget_ms``, now."""

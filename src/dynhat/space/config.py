@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,9 +88,10 @@ class SubTransformerConfig:
                     raise ConfigError(f"expected integers, got {value!r}", field=_ATTR_TO_KEY[attr])
 
     # ------------------------------------------------------------------ identity
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Short, stable id: readable prefix (embed dims, decoder depth) + 8 hex digits of the full content."""
+        """Short, stable id: readable prefix (embed dims, decoder depth) + 8 hex digits of the full content.
+        Computed once (a configuration is immutable): the runtime names the point of every request with it."""
         digest = hashlib.sha1(repr(self.as_tuple()).encode()).hexdigest()[:8]
         return f"e{self.encoder_embed_dim}d{self.decoder_embed_dim}L{self.decoder_layer_num}-{digest}"
 
