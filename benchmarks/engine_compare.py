@@ -5,7 +5,8 @@ smallest SubTransformer with encoder-decoder attention on the last encoder layer
 and each engine (dynhat fp32 inherited from the SuperTransformer as the runtime serves it, its strided slices copied
 once, ``model.serving``; dynhat fp32 extracted dense model; dynhat int8;
 CTranslate2 float32 and int8 of an exact export), translate real sentences one request at a time, taking the
-engines and points in turn for each sentence (so machine drift hits all alike), one thread pinned to one CPU.
+engines and points in turn for each sentence, in a random order (so machine drift and cold caches hit all
+alike), one thread pinned to one CPU.
 Reported: per-sentence mean and p90 latency, the ratio of means to CTranslate2 of the same precision, sentences
 identical to dynhat fp32's output, token agreement, sacreBLEU, resident memory the engine added when loaded; then
 the protocol (30-token source, 30 forced decoder steps) per decoder step, and where a dynhat step's time goes.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import random
 import statistics
 import sys
 import tempfile
@@ -105,11 +107,12 @@ def engines(model: Any, vocab: Any, config: SubTransformerConfig, beam: int, fol
 
 
 def serve(all_engines: list[dict[str, Engine]], sentences: list[str]) -> None:
-    """Every sentence on every point and engine in turn, the order rotating with the sentence."""
+    """Every sentence on every point and engine in turn, in a new random order for each sentence: what runs just
+    before an engine (another engine that evicted its caches, or the same model) must not favour any of them."""
     pairs = [(p, name) for p, engs in enumerate(all_engines) for name in engs]
-    for i, sentence in enumerate(sentences):
-        k = i % len(pairs)
-        for p, name in pairs[k:] + pairs[:k]:
+    rng = random.Random(0)
+    for sentence in sentences:
+        for p, name in rng.sample(pairs, len(pairs)):
             engine = all_engines[p][name]
             start = time.perf_counter()
             (hyp,) = engine.translator.hypotheses([sentence])
@@ -142,9 +145,11 @@ def protocol(engs: dict[str, Engine], model: Any, config: SubTransformerConfig, 
         return engs[name].translator.forced_seconds(src[0, :-1].tolist(), steps) * 1e3
 
     samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in engs}
+    names = list(engs)
+    rng = random.Random(0)
     with torch.inference_mode():
         for _ in range(runs):
-            for name in engs:
+            for name in rng.sample(names, len(names)):
                 samples[name][0].append(once(name, 30))
                 samples[name][1].append(once(name, 1))
     out = {}
