@@ -122,3 +122,25 @@ def test_points_add_verb_adds_a_verified_point_to_a_library(tmp_path: Path, data
     new = next(p for p in added.points if p.id == largest(space).id)  # the library keeps its points by latency
     assert new.measured_ms > 0 and new.constraint_ms == np.ceil(new.measured_ms)
     assert main([*args[:7], "nope", *args[8:]]) == 2  # an id the source library does not hold
+
+
+@pytest.mark.shared_data
+def test_points_int8_verb_scores_every_point_in_int8(tmp_path: Path, data_dir: Path) -> None:
+    from helpers.toy_checkpoint import toy_checkpoint
+
+    from dynhat.cli import main
+    from dynhat.io import file_sha256
+
+    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
+    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
+    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 1.0, 100),
+              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 2.0, 100, beam=1)]
+    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"test_sentences": 3},
+                 space.to_dict()).save(tmp_path / "lib.yml")
+    args = ["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--out", str(tmp_path / "q.yml"),
+            "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    scored = PointLibrary.load(tmp_path / "q.yml", checkpoint=tmp_path / "toy.pt", space=space)
+    assert [p.bleu for p in scored.sorted()] == [1.0, 2.0]
+    assert all(p.bleu_int8 is not None and 0 <= p.bleu_int8 <= 100 for p in scored.points)
+    assert main([*args[:2], str(tmp_path / "other.pt"), *args[3:]]) == 2  # no such checkpoint

@@ -297,3 +297,37 @@ def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:
     assert next(p for p in added if p.config == large).constraint_ms == 20.0  # the tightest it won
     with pytest.raises(ValueError, match="beams"):
         add_variants(lib, model, Vocab(), tests, beams=(0,), progress=False)
+
+
+def test_int8_bleu_sits_beside_each_points_bleu_and_round_trips(toy, tmp_path: Path) -> None:
+    from dynhat.model.quantized import Int8Model
+    from dynhat.search.decoding import add_int8_bleu, point_bleu
+
+    model, space = toy
+    model.eval()
+    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(6)]
+    tests = ParallelCorpus(lines, lines, "en", "de", "toy")
+
+    class Vocab(_Vocab):
+        eos, pad = 2, 1
+
+        def decode(self, ids) -> str:
+            return " ".join(str(i) for i in ids)
+
+    small, large = smallest(space), largest(space)
+    lib = PointLibrary([OperatingPoint(small, 10.0, 9.0, 3.0, 9.5, 12.5), OperatingPoint(large, 20.0, 19.0, 2.0, 19.5),
+                        OperatingPoint(large, 30.0, 19.0, 2.0, 19.5), OperatingPoint(large, 20.0, None, 2.0, 9.0,
+                                                                                     beam=1)],
+                       "toy", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1)
+    out = add_int8_bleu(lib, model, Vocab(), tests, progress=False)
+    assert [p.bleu for p in out.points] == [p.bleu for p in lib.points]  # float32 BLEU kept
+    for p in out.points:
+        assert p.bleu_int8 == point_bleu(Int8Model(model, [p.config]), Vocab(), p.config, tests, p.beam)
+    out.save(tmp_path / "lib.yml")
+    text = (tmp_path / "lib.yml").read_text()
+    assert text.count("bleu_int8:") == 4 and "bleu_int8" not in lib.points[0].to_dict()
+    back = PointLibrary.load(tmp_path / "lib.yml", space=space)
+    assert [p.bleu_int8 for p in back.sorted()] == [p.bleu_int8 for p in out.sorted()]
+    (tmp_path / "bad.yml").write_text(text.replace("bleu_int8: ", "bleu_int8: 101 #", 1))
+    with pytest.raises(ConfigError, match=r"points\[0\]: bleu_int8: expected a finite number >= 0 and <= 100"):
+        PointLibrary.load(tmp_path / "bad.yml", space=space)

@@ -119,6 +119,15 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     add.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     add.set_defaults(func=_points_add)
+    int8 = actions.add_parser("int8", help="score every point of a library in int8 too (bleu_int8 beside bleu: "
+                              "what serving with --precision int8 costs), on the library's test sentences")
+    int8.add_argument("checkpoint", help="the library's SuperTransformer: checkpoint, release folder or shipped name")
+    int8.add_argument("library", help="operating-point library")
+    int8.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
+    int8.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    int8.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    int8.set_defaults(func=_points_int8)
+
     config = actions.add_parser("config", help="write a served point's SubTransformer as a YAML (what `train "
                                                "--sampling fixed --fixed-config` reads to train it alone)")
     config.add_argument("library", help="operating-point library")
@@ -151,11 +160,15 @@ def _reduce(args: argparse.Namespace) -> int:
 
 def print_library(library: Any) -> None:
     served = {p.id for p in library.efficient()}
-    print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} {'dec':>3} {'beam':>4}  id")
+    int8 = any(p.bleu_int8 is not None for p in library.points)
+    print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} "
+          + (f"{'int8':>6} " if int8 else "") + f"{'dec':>3} {'beam':>4}  id")
     for p in library.sorted():
         predicted = "-" if p.predicted_ms is None else f"{p.predicted_ms:.2f}"
+        quantized = ("" if not int8 else "     - " if p.bleu_int8 is None else f"{p.bleu_int8:>6.2f} ")
         print(f"{p.constraint_ms:>10.1f} {predicted:>9} {p.measured_ms:>8.2f} {p.valid_loss:>7.4f} {p.bleu:>6.2f} "
-              f"{p.config.decoder_layer_num:>3} {p.beam:>4}  {p.id}" + ("" if p.id in served else "  (not served)"))
+              f"{quantized}{p.config.decoder_layer_num:>3} {p.beam:>4}  {p.id}"
+              + ("" if p.id in served else "  (not served)"))
 
 
 def _variants(args: argparse.Namespace) -> int:
@@ -225,6 +238,24 @@ def _points_add(args: argparse.Namespace) -> int:
     library.save(args.out)
     print(f"{point.id}: measured {point.measured_ms:.1f} ms, predicted {point.predicted_ms:.1f} ms, valid loss "
           f"{point.valid_loss:.4f}, BLEU {point.bleu}; wrote {args.out}")
+    return 0
+
+
+def _points_int8(args: argparse.Namespace) -> int:
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary
+    from dynhat.search.decoding import add_int8_bleu
+    from dynhat.search.operating_points import first_sentences
+
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(args.library, checkpoint=args.checkpoint, space=model.space)
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    tests = first_sentences(load_multi30k("test_2016_flickr", root), library.fitness.get("test_sentences"))
+    scored = add_int8_bleu(library, model, vocab, tests)
+    scored.save(args.out)
+    print_library(scored)
+    print(f"int8 BLEU on {len(tests.src)} test_2016_flickr sentences; wrote {args.out}")
     return 0
 
 

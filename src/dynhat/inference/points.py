@@ -11,6 +11,7 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     points:                                 # fastest first
       - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers, beam,
         config: {HAT's SubTransformer keys}
+        bleu_int8                           # optional: the same BLEU served in int8 (dynhat points int8)
 
 A point is a SubTransformer and the beam it decodes with: the searched points use the search's beam (HAT's 4,
 the default of files without ``beam``); a *decoding variant* (``dynhat.search.decoding``) serves a searched
@@ -41,7 +42,7 @@ MAX_BEAM = 64
 LIBRARY_KEYS = ("format", "version", "device", "threads", "space", "space_definition", "checkpoint", "fitness",
                 "points")
 POINT_KEYS = ("id", "constraint_ms", "predicted_ms", "measured_ms", "valid_loss", "bleu", "params",
-              "decoder_layers", "beam", "config")
+              "decoder_layers", "beam", "config", "bleu_int8")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class OperatingPoint:
     bleu: float | None = None
     params: int | None = None
     beam: int = DEFAULT_BEAM
+    bleu_int8: float | None = None  # ``bleu`` with the point's projections in int8 (``model.quantized``)
 
     @property
     def id(self) -> str:
@@ -75,11 +77,14 @@ class OperatingPoint:
         return self.valid_loss, -self.beam
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "constraint_ms": self.constraint_ms,
-                "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 4),
-                "measured_ms": None if self.measured_ms is None else round(self.measured_ms, 4),
-                "valid_loss": round(self.valid_loss, 5), "bleu": self.bleu, "params": self.params,
-                "decoder_layers": self.config.decoder_layer_num, "beam": self.beam, "config": self.config.to_dict()}
+        out = {"id": self.id, "constraint_ms": self.constraint_ms,
+               "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 4),
+               "measured_ms": None if self.measured_ms is None else round(self.measured_ms, 4),
+               "valid_loss": round(self.valid_loss, 5), "bleu": self.bleu, "params": self.params,
+               "decoder_layers": self.config.decoder_layer_num, "beam": self.beam, "config": self.config.to_dict()}
+        if self.bleu_int8 is not None:
+            out["bleu_int8"] = self.bleu_int8
+        return out
 
 
 @dataclass
@@ -196,7 +201,8 @@ def _point(item: Any, where: str, space: DesignSpace) -> OperatingPoint:
         schema.number(item, "measured_ms", where, default=None, low=0, strict=True),
         schema.number(item, "bleu", where, default=None, low=0, high=100),
         schema.integer(item, "params", where, default=None, low=1),
-        schema.integer(item, "beam", where, default=DEFAULT_BEAM, low=1, high=MAX_BEAM))  # no beam: HAT's 4
+        schema.integer(item, "beam", where, default=DEFAULT_BEAM, low=1, high=MAX_BEAM),  # no beam: HAT's 4
+        schema.number(item, "bleu_int8", where, default=None, low=0, high=100))
     if point.measured_ms is None and point.predicted_ms is None:
         raise ConfigError("a point needs a measured_ms or a predicted_ms", source=where)
     derived = {"id": point.id, "decoder_layers": config.decoder_layer_num}

@@ -7,6 +7,9 @@ CPU and lowers the library's floor more than the search's smallest SubTransforme
 is verified as a searched point is: the measurement protocol at its beam on the device, BLEU on the library's test
 sentences at its beam. Its validation loss is its SubTransformer's, so the runtime ranks it just below its parent
 (``OperatingPoint.quality``), and ``PointLibrary.efficient`` drops the points a variant beats on both counts.
+
+Precision is the third knob (``dynhat serve --precision int8``): ``add_int8_bleu`` scores each point on the same
+test sentences with its projections in int8, beside its float32 BLEU.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from tqdm import tqdm
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.inference.measure import measure_latency
 from dynhat.inference.points import OperatingPoint, PointLibrary
+from dynhat.model.seq2seq import Seq2SeqModel
 from dynhat.model.supertransformer import SuperTransformer
 from dynhat.space.config import SubTransformerConfig
 from dynhat.translate.bleu import sacrebleu_bleu
 from dynhat.translate.translator import Translator
 
 
-def point_bleu(model: SuperTransformer, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
+def point_bleu(model: Seq2SeqModel, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
                beam: int) -> float:
     """An operating point's sacreBLEU on ``tests``, as the library records it."""
     hyps = Translator(model, vocab, config, beam=beam).translate(tests.src)
@@ -53,3 +57,17 @@ def add_variants(library: PointLibrary, model: SuperTransformer, vocab: Any, tes
         variants.append(OperatingPoint(parent.config, parent.constraint_ms, None, parent.valid_loss, measured,
                                        point_bleu(model, vocab, parent.config, tests, beam), parent.params, beam))
     return replace(library, points=[*library.points, *variants])
+
+
+def add_int8_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, tests: ParallelCorpus,
+                  progress: bool = True) -> PointLibrary:
+    """``library`` with every point's BLEU on ``tests`` also in int8 (``bleu_int8``): each SubTransformer
+    quantized once (``model.quantized.Int8Model``, as ``dynhat serve --precision int8`` serves it) and decoded at
+    the point's beam, so a user sees beside ``bleu`` what serving in int8 costs."""
+    from dynhat.model.quantized import Int8Model
+
+    int8 = Int8Model(model, list({p.config: None for p in library.points}))
+    scores: dict[str, float] = {}
+    for p in tqdm(library.unique(), desc="int8 BLEU", unit="point", disable=not progress):
+        scores[p.id] = point_bleu(int8, vocab, p.config, tests, p.beam)
+    return replace(library, points=[replace(p, bleu_int8=scores[p.id]) for p in library.points])
