@@ -1,8 +1,9 @@
 """A translator that keeps meeting a latency budget by switching operating points of one SuperTransformer.
 
-All points share the SuperTransformer's weights: a switch is a look-up of the point's cached weight views (no copy,
-no reload). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding variant of
-it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by quality
+All points share the SuperTransformer's weights: a switch is a look-up of the point's weight record, prepared when
+the translator is built (``model.serving``: views, with a point's strided slices copied contiguous; no copy and no
+reload on a switch). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding
+variant of it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by quality
 (validation loss, then the wider beam). Each point has a cost model at each thread count, given to the constructor
 (``runtime.costs.calibrate``: a short calibration with the measurement protocol, encoder and decoder time for a
 30-token sentence at the point's beam; or a saved ``CostModel``), scaled to each sentence's length; the slowdown
