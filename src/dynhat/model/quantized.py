@@ -148,7 +148,7 @@ class Int8Model(ServingModel):
 
     def __init__(self, base: Seq2SeqModel, configs: Iterable[SubTransformerConfig | None] = (),
                  min_weights: int = INT8_MIN_WEIGHTS) -> None:
-        self.min_weights = min_weights
+        self.min_weights = min_weights  # set first: the base constructor prepares ``configs`` with ``prepare``
         super().__init__(base, configs)
 
     def prepare(self, w: SubTransformerWeights) -> SubTransformerWeights:
