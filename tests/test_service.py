@@ -67,6 +67,7 @@ def test_health_status_and_translation(server) -> None:
     assert httpx.put(f"{url}/budget", json={"budget_ms": 123.0}).json() == {"budget_ms": 123.0}
     status = httpx.get(f"{url}/status").json()
     assert status["budget_ms"] == 123.0 and status["active_point"] == translator.points[0].id
+    assert [(p["bleu"], p["bleu_int8"]) for p in status["points"]] == [(p.bleu, p.bleu_int8) for p in translator.points]
 
 
 @pytest.mark.parametrize(("body", "message"), [

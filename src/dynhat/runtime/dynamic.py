@@ -278,6 +278,7 @@ class DynamicTranslator:
             "free_cores": round(self.free_cores.value, 2),
             "resources": self.monitor.read().to_dict(),
             "points": [{"id": p.id, "valid_loss": p.valid_loss, "beam": p.beam, "bleu": p.bleu,
+                        "bleu_int8": p.bleu_int8,
                         "calibrated_ms": round(self.full_resource_ms(i, CALIBRATION_TOKENS, CALIBRATION_TOKENS), 3),
                         "length_ratio": round(self.length_ratios[i], 3)}
                        for i, p in enumerate(self.points)],
