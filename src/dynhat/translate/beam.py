@@ -124,48 +124,62 @@ def beam_search_nbest(model: Seq2SeqModel, src_tokens: Tensor, config: SubTransf
                       max_len_b: float = DEFAULT_MAX_LEN_B, unk_penalty: float = 0.0,
                       nbest: int | None = None) -> list[list[Hypothesis]]:
     """Up to ``nbest`` (default ``beam``) finished hypotheses per row of ``src_tokens`` [B, S] (eos-terminated,
-    right-padded), best first."""
+    right-padded), best first.
+
+    A step runs the model, one top-k over each sentence's ``beam x V`` candidates and the cache reorder as tensor
+    operations; everything else (which candidates end, which continue, histories, finished sentences) is done on
+    the ``2 x beam`` candidates of each sentence in Python lists, as greedy search does: at batch 1-4 those are a
+    few dozen numbers, and the same bookkeeping as tensor operations cost about as much as the decoder step of a
+    small SubTransformer.
+    """
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
-    state, limits = _start(model, src_tokens, config, beam, max_len_a, max_len_b)
-    device, eos = src_tokens.device, model.eos_idx
-    alive = torch.arange(src_tokens.shape[0], device=device)  # sentence of each running group of beam rows
-    tokens = torch.full((alive.shape[0] * beam,), eos, dtype=torch.long, device=device)
+    state, limits_t = _start(model, src_tokens, config, beam, max_len_a, max_len_b)
+    device, eos, limits = src_tokens.device, model.eos_idx, limits_t.tolist()
+    alive = list(range(src_tokens.shape[0]))  # sentence of each running group of beam rows
+    tokens = torch.full((len(alive) * beam,), eos, dtype=torch.long, device=device)
     # The beam rows of a sentence start identical: only the first may extend at step 0, or candidates repeat.
-    scores = torch.full((alive.shape[0], beam), -math.inf, device=device)
+    scores = torch.full((len(alive), beam), -math.inf, device=device)
     scores[:, 0] = 0.0
-    history = torch.empty(tokens.shape[0], 0, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(src_tokens.shape[0])]
-    full = torch.zeros(len(finished), dtype=torch.bool, device=device)  # sentences with beam finished hypotheses
-    for step in range(int(limits.max()) + 1):
-        n = alive.shape[0]
-        forced = (limits[alive] <= step).repeat_interleave(beam)
-        lprobs = _next_log_probs(model, tokens, state, config, forced if bool(forced.any()) else None, unk_penalty)
+    history: list[list[int]] = [[] for _ in range(len(alive) * beam)]
+    finished: list[list[Hypothesis]] = [[] for _ in alive]
+    for step in range(max(limits) + 1):
+        n = len(alive)
+        forced = [i * beam + j for i, s in enumerate(alive) if limits[s] <= step for j in range(beam)]
+        lprobs = _next_log_probs(model, tokens, state, config, torch.tensor(forced, device=device) if forced else None,
+                                 unk_penalty)
         vocab = lprobs.shape[1]
         candidates = (scores.unsqueeze(2) + lprobs.view(n, beam, vocab)).view(n, beam * vocab)
         # 2 x beam candidates hold at most beam eos ones, so at least beam can continue.
         top_scores, top_index = candidates.topk(2 * beam, dim=1)
-        top_row, top_token = top_index // vocab, top_index % vocab
-        is_eos = top_token.eq(eos)
-        ends = is_eos[:, :beam] & top_scores[:, :beam].isfinite()
-        if bool(ends.any()):
-            sentences = alive.tolist()
-            for i, rank in ends.nonzero().tolist():
-                hyps = finished[sentences[i]]
-                if len(hyps) < beam:
-                    prefix = history[i * beam + int(top_row[i, rank])].tolist()
-                    hyps.append(Hypothesis(prefix, float(top_scores[i, rank]) / (step + 1) ** lenpen))
-            full = torch.tensor([len(finished[s]) >= beam for s in range(len(finished))], device=device)
-        scores, keep_rank = top_scores.masked_fill(is_eos, -math.inf).topk(beam, dim=1)
-        running = ~full[alive] & (limits[alive] > step) & scores[:, 0].isfinite()
-        if not bool(running.any()):
+        ranked_scores, ranked_index = top_scores.tolist(), top_index.tolist()
+        order: list[int] = []
+        next_tokens: list[int] = []
+        next_scores: list[list[float]] = []
+        running: list[int] = []
+        for i, sentence in enumerate(alive):
+            hyps = finished[sentence]
+            kept: list[tuple[int, int, float]] = []  # (row, token, score) of the best non-eos candidates
+            for rank, (score, index) in enumerate(zip(ranked_scores[i], ranked_index[i], strict=True)):
+                row, token = divmod(index, vocab)
+                if token == eos:
+                    if rank < beam and math.isfinite(score) and len(hyps) < beam:
+                        hyps.append(Hypothesis(history[i * beam + row], score / (step + 1) ** lenpen))
+                elif len(kept) < beam:
+                    kept.append((i * beam + row, token, score))
+            if len(hyps) < beam and limits[sentence] > step and math.isfinite(kept[0][2]):
+                running.append(sentence)
+                order += [row for row, _, _ in kept]
+                next_tokens += [token for _, token, _ in kept]
+                next_scores.append([score for _, _, score in kept])
+        if not running:
             break
-        order = (torch.arange(n, device=device).unsqueeze(1) * beam + top_row.gather(1, keep_rank))[running].view(-1)
-        tokens = top_token.gather(1, keep_rank)[running].view(-1)
-        dropped = not bool(running.all())  # a sentence left the batch: rows now belong to other sentences
-        scores, alive = scores[running], alive[running]
-        history = torch.cat([history[order], tokens.unsqueeze(1)], dim=1)
-        state.reorder(order, cross=dropped)
+        dropped = len(running) < n  # a sentence left the batch: rows now belong to other sentences
+        history = [history[row] + [token] for row, token in zip(order, next_tokens, strict=True)]
+        alive = running
+        tokens = torch.tensor(next_tokens, device=device)
+        scores = torch.tensor(next_scores, device=device)
+        state.reorder(torch.tensor(order, device=device), cross=dropped)
     keep = beam if nbest is None else nbest
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:keep] for hyps in finished]
 
