@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "supertransformer.yml",
                         help="the SuperTransformer's training settings (the twins use them unchanged)")
     parser.add_argument("--runs", type=Path, default=Path("runs/twins"), help="one run folder per point inside")
-    parser.add_argument("--patience", type=int, default=3, help="validations without a new best before stopping")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="validations without a new best before stopping (each piece's end validates too)")
     parser.add_argument("--micro-batches", type=int, default=2,
                         help="micro-batches an update (the recipe's: two ranks of one each)")
     parser.add_argument("--ranks", type=int, default=2,
