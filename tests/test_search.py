@@ -127,6 +127,19 @@ class _Vocab:  # the toy vocabulary: whitespace-separated integer ids
         return [int(t) for t in text.split()]
 
 
+class _TextVocab(_Vocab):  # ... that also writes ids back as text, for BLEU
+    eos, pad = 2, 1
+
+    def decode(self, ids) -> str:
+        return " ".join(str(i) for i in ids)
+
+
+def _toy_tests() -> ParallelCorpus:
+    """Six test pairs of the toy vocabulary (each sentence its own reference)."""
+    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(6)]
+    return ParallelCorpus(lines, lines, "en", "de", "toy")
+
+
 def test_loss_fitness_is_the_validation_loss_and_cached(toy) -> None:
     model, space = toy
     rng = random.Random(0)
@@ -273,30 +286,23 @@ def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:
 
     model, space = toy
     model.eval()
-    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(6)]
-    tests = ParallelCorpus(lines, lines, "en", "de", "toy")
-
-    class Vocab(_Vocab):
-        eos, pad = 2, 1
-
-        def decode(self, ids) -> str:
-            return " ".join(str(i) for i in ids)
+    tests = _toy_tests()
 
     small, large = smallest(space), largest(space)
     lib = PointLibrary([OperatingPoint(small, 10.0, 9.0, 3.0, 9.5), OperatingPoint(large, 20.0, 19.0, 2.0, 19.5),
                         OperatingPoint(large, 30.0, 19.0, 2.0, 19.5)], "toy", {"path": "x", "sha256": "0"},
                        {"cpu": "x"}, 1)
-    out = add_variants(lib, model, Vocab(), tests, beams=(1, 4), runs=3, src_len=5, tgt_len=5, progress=False)
+    out = add_variants(lib, model, _TextVocab(), tests, beams=(1, 4), runs=3, src_len=5, tgt_len=5, progress=False)
     added = out.points[len(lib.points):]
     # one variant per SubTransformer and new beam (the beam-4 points exist, the large one won two constraints)
     assert sorted(p.id for p in added) == sorted([f"{small.id}-b1", f"{large.id}-b1"])
     for p in added:
         assert p.beam == 1 and p.predicted_ms is None and p.measured_ms > 0
-        assert p.bleu == point_bleu(model, Vocab(), p.config, tests, 1)
+        assert p.bleu == point_bleu(model, _TextVocab(), p.config, tests, 1)
         assert p.valid_loss == (3.0 if p.config == small else 2.0)
     assert next(p for p in added if p.config == large).constraint_ms == 20.0  # the tightest it won
     with pytest.raises(ValueError, match="beams"):
-        add_variants(lib, model, Vocab(), tests, beams=(0,), progress=False)
+        add_variants(lib, model, _TextVocab(), tests, beams=(0,), progress=False)
 
 
 def test_int8_bleu_sits_beside_each_points_bleu_and_round_trips(toy, tmp_path: Path) -> None:
@@ -305,24 +311,17 @@ def test_int8_bleu_sits_beside_each_points_bleu_and_round_trips(toy, tmp_path: P
 
     model, space = toy
     model.eval()
-    lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(6)]
-    tests = ParallelCorpus(lines, lines, "en", "de", "toy")
-
-    class Vocab(_Vocab):
-        eos, pad = 2, 1
-
-        def decode(self, ids) -> str:
-            return " ".join(str(i) for i in ids)
+    tests = _toy_tests()
 
     small, large = smallest(space), largest(space)
     lib = PointLibrary([OperatingPoint(small, 10.0, 9.0, 3.0, 9.5, 12.5), OperatingPoint(large, 20.0, 19.0, 2.0, 19.5),
                         OperatingPoint(large, 30.0, 19.0, 2.0, 19.5), OperatingPoint(large, 20.0, None, 2.0, 9.0,
                                                                                      beam=1)],
                        "toy", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1)
-    out = add_int8_bleu(lib, model, Vocab(), tests, progress=False)
+    out = add_int8_bleu(lib, model, _TextVocab(), tests, progress=False)
     assert [p.bleu for p in out.points] == [p.bleu for p in lib.points]  # float32 BLEU kept
     for p in out.points:
-        assert p.bleu_int8 == point_bleu(Int8Model(model, [p.config]), Vocab(), p.config, tests, p.beam)
+        assert p.bleu_int8 == point_bleu(Int8Model(model, [p.config]), _TextVocab(), p.config, tests, p.beam)
     out.save(tmp_path / "lib.yml")
     text = (tmp_path / "lib.yml").read_text()
     assert text.count("bleu_int8:") == 4 and "bleu_int8" not in lib.points[0].to_dict()

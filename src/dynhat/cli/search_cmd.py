@@ -46,6 +46,12 @@ def parse_cpus(text: str) -> tuple[int, ...]:
     return _int_list(text, "--cpus", 0)
 
 
+def _data_source(parser: argparse.ArgumentParser) -> None:
+    """Where a command that scores points finds Multi30k."""
+    parser.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
+    parser.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser("search", help="search operating points (one per latency constraint), verify them on "
                                            "this machine and write an operating-point library")
@@ -56,8 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--out", required=True, help="operating-point library YAML to write")
     search.add_argument("--mode", choices=("evolution", "pareto"), default="evolution",
                         help="evolution: HAT's search per constraint; pareto: one NSGA-II front for all")
-    search.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
-    search.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    _data_source(search)
     search.add_argument("--valid-sentences", type=integer(1), default=100,
                         help="validation subset for the fitness (0: all); 100 ranks SubTransformers as all 1,014 "
                              "do (Spearman 0.999, docs/search.md)")
@@ -92,8 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     variants.add_argument("--runs", type=integer(1), default=50, help="timed runs of each variant's latency check")
     variants.add_argument("--cpus", type=parse_cpus, default=None,
                           help="CPUs of the latency check, e.g. 1 (those of the library's measurements)")
-    variants.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
-    variants.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    _data_source(variants)
     variants.set_defaults(func=_variants)
 
     reduce = sub.add_parser("reduce", help="keep only the design-space choices a device family's operating points "
@@ -116,16 +120,14 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--predictor", required=True, help="the library's latency predictor (its predicted_ms)")
     add.add_argument("--runs", type=integer(1), default=300, help="protocol runs of the latency check")
     add.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
-    add.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
-    add.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    _data_source(add)
     add.set_defaults(func=_points_add)
     int8 = actions.add_parser("int8", help="score every point of a library in int8 too (bleu_int8 beside bleu: "
                               "what serving with --precision int8 costs), on the library's test sentences")
     int8.add_argument("checkpoint", help="the library's SuperTransformer: checkpoint, release folder or shipped name")
     int8.add_argument("library", help="operating-point library")
     int8.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
-    int8.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
-    int8.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
+    _data_source(int8)
     int8.set_defaults(func=_points_int8)
 
     config = actions.add_parser("config", help="write a served point's SubTransformer as a YAML (what `train "
@@ -171,17 +173,25 @@ def print_library(library: Any) -> None:
               + ("" if p.id in served else "  (not served)"))
 
 
-def _variants(args: argparse.Namespace) -> int:
+def _library_and_tests(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, Any]:
+    """The checkpoint's model and vocabulary, its library at ``path``, and the test sentences the library's BLEU is
+    stated on (what a point added to or scored in it is verified on)."""
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
-    from dynhat.search.decoding import add_variants
     from dynhat.search.operating_points import first_sentences
 
     model, vocab = load_trained(args.checkpoint)
-    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     tests = first_sentences(load_multi30k("test_2016_flickr", root), library.fitness.get("test_sentences"))
+    return model, vocab, library, tests
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from dynhat.search.decoding import add_variants
+
+    model, vocab, library, tests = _library_and_tests(args, args.points)
     extended = add_variants(library, model, vocab, tests, args.beams, args.runs, cpus=args.cpus)
     extended.save(args.out)
     print_library(extended)
@@ -242,16 +252,9 @@ def _points_add(args: argparse.Namespace) -> int:
 
 
 def _points_int8(args: argparse.Namespace) -> int:
-    from dynhat.data.fetch import fetch_multi30k, load_multi30k
-    from dynhat.inference.checkpoint import load_trained
-    from dynhat.inference.points import PointLibrary
     from dynhat.search.decoding import add_int8_bleu
-    from dynhat.search.operating_points import first_sentences
 
-    model, vocab = load_trained(args.checkpoint)
-    library = PointLibrary.load(args.library, checkpoint=args.checkpoint, space=model.space)
-    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    tests = first_sentences(load_multi30k("test_2016_flickr", root), library.fitness.get("test_sentences"))
+    model, vocab, library, tests = _library_and_tests(args, args.library)
     scored = add_int8_bleu(library, model, vocab, tests)
     scored.save(args.out)
     print_library(scored)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from dynhat.data.corpus import ParallelCorpus
 from dynhat.inference.measure import pinned
 from dynhat.inference.points import PointLibrary
+from dynhat.runtime.backends import DynhatBackend
 from dynhat.runtime.costs import calibrate
 from dynhat.runtime.dynamic import DynamicTranslator
 from dynhat.runtime.experiment import Experiment, overall, run_experiment
@@ -37,12 +38,14 @@ def calibrated_translator(model: Any, vocab: TextVocabulary, library: PointLibra
                           save_costs: str | Path | None = None) -> DynamicTranslator:
     """A translator for ``library``, calibrated at the scenario's thread count on ``calibration`` sentences; the
     cost model saved to ``save_costs`` when given (``CostModel.load``, ``dynhat serve --costs``)."""
+    points = library.efficient()
+    backend = DynhatBackend(model, vocab, points)  # every point prepared once, for calibration and serving
     with pinned(None, scenario.threads):
-        costs = calibrate(model, vocab, library.efficient(), scenario.threads, calibrate_runs,
-                          list(calibration[:CALIBRATION_SENTENCES]))
+        costs = calibrate(model, vocab, points, scenario.threads, calibrate_runs,
+                          list(calibration[:CALIBRATION_SENTENCES]), backend=backend)
     if save_costs is not None:
         costs.save(save_costs)
-    return DynamicTranslator(model, vocab, library, 1000.0, costs=costs)
+    return DynamicTranslator(model, vocab, library, 1000.0, costs=costs, backend=backend)
 
 
 def scenario_experiment(model: Any, vocab: TextVocabulary, library: PointLibrary, scenario: Scenario,
