@@ -217,6 +217,21 @@ def test_bf16_autocast_trains(tmp_path) -> None:
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 master weights
 
 
+def test_a_resumed_run_keeps_the_autocast_it_started_with(tmp_path) -> None:
+    # a run started (here, under bf16) and resumed under auto on a machine that would choose otherwise
+    first = make_trainer(str(tmp_path), max_updates=4, precision="bf16")
+    first.train(progress=False, piece_minutes=0.0)
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["state"]["precision"] == "bf16"
+    resumed = make_trainer(str(tmp_path), max_updates=4, precision="auto")
+    resumed.dtype = None  # what auto resolves to on a CPU without native bf16
+    assert resumed.resume() and resumed.dtype == torch.bfloat16 and resumed.state.precision == "bf16"
+    # an explicit precision changes it from here on, and the checkpoint records the change
+    explicit = make_trainer(str(tmp_path), max_updates=4, precision="fp32")
+    assert explicit.resume() and explicit.dtype is None
+    explicit.train(progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["state"]["precision"] == "fp32"
+
+
 def test_device_and_precision_settings() -> None:
     with pytest.raises(ConfigError, match="device"):
         TrainSettings(device="tpu")

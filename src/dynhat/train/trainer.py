@@ -5,7 +5,8 @@ the batch order of epoch ``e`` from ``(seed, e)``, and the torch RNG (dropout) i
 A run resumed from its last checkpoint therefore takes the same steps as one that never stopped.
 
 The same code trains on a CUDA GPU (``device``) and under bfloat16 autocast (``precision``) on a GPU or on a CPU
-with native bf16; the loss and the optimiser state stay in fp32.
+with native bf16; the loss and the optimiser state stay in fp32. The autocast a run started with is saved, and a
+run under ``auto`` keeps it when it resumes on a machine that would choose otherwise: one recipe for every update.
 
 Multi-process training runs under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPU). Every
 rank draws the same SubTransformer; the micro-batches of an update are dealt round-robin over ranks, and the loss
@@ -64,6 +65,7 @@ class TrainState:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0  # process CPU time of the updates alone (validation and saving not counted)
     stale_validations: int = 0  # validations in a row since the last new best
+    precision: str = ""  # autocast of the updates so far, "bf16" or "fp32" ("": a checkpoint from before it was kept)
 
 
 def budget_spent(settings: TrainSettings, state: TrainState) -> bool:
@@ -127,6 +129,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    return "fp32" if dtype is None else "bf16"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
@@ -186,7 +192,7 @@ class Trainer:
                                    settings.max_updates, settings.warmup_init_lr, settings.min_lr)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(0), betas=settings.adam_betas,
                                           eps=1e-8, weight_decay=settings.weight_decay)
-        self.state = TrainState()
+        self.state = TrainState(precision=precision_name(self.dtype))
         self.probes = ladder(space, settings.probes)
         self.ddp = (DistributedDataParallel(self.model, find_unused_parameters=True)
                     if self.world > 1 else None)
@@ -224,14 +230,33 @@ class Trainer:
             if DesignSpace.from_dict(payload["space"]) != self.space:
                 raise ConfigError(f"{self.last_path}: the checkpoint's design space differs from this run's")
             self._restore(self.last_path, payload)
+            self._keep_precision()
             for log, names in ((self.log_path, LOG_FIELDS), (self.probe_path, PROBE_FIELDS)):
                 self._truncate_log(log, names, self.state.update)
             return True
         if self.settings.init_from:
             self._restore(self.settings.init_from, load_checkpoint(self.settings.init_from))
             self.state.best_valid = TrainState().best_valid  # "best" is judged on this run's space from here on
+            self.state.precision = precision_name(self.dtype)
             return True
         return False
+
+    def _keep_precision(self) -> None:
+        """Under ``auto``, continue with the autocast the run's updates had (another machine may lack native
+        bf16, or have it); an explicit ``precision`` changes it from here on, and says so."""
+        started, here = self.state.precision, precision_name(self.dtype)
+        if started in ("", here):
+            self.state.precision = here
+            return
+        if self.settings.precision == "auto":
+            self.dtype = torch.bfloat16 if started == "bf16" else None
+            note = (f"the run's updates so far used {started}; it continues in {started} (this machine alone "
+                    f"would choose {here}{', slower here: bf16 is not native' if started == 'bf16' else ''})")
+        else:
+            self.state.precision = here
+            note = f"the run's updates so far used {started}; from update {self.state.update + 1} on: {here}"
+        if self.rank == 0:
+            tqdm.write(f"{self.last_path}: {note}")
 
     def _restore(self, path: str | Path, payload: dict[str, Any]) -> None:
         ours = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
