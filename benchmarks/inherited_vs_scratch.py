@@ -6,11 +6,12 @@ budget); its configuration is read from the checkpoint's settings. Both are scor
 test_2016_flickr and test_2017_flickr and validation loss on all of val. Given ``--library``, each row is named by
 the operating point it is (fastest, middle, best: ``PointLibrary.select``) and both sides decode with that point's
 beam; otherwise beam 4. Length penalty 0.6. Writes results/inherited_vs_scratch.md. With ``--results FILE`` each
-pair's scores are kept (keyed by both checkpoints' SHA-256 and the beam), so runs as the from-scratch trainings
-finish add to one table.
+pair's scores are kept (keyed by the SHA-256 of both weights files and the beam), so runs as the from-scratch
+trainings finish add to one table. The inherited side is a training checkpoint or a release (the shipped one by
+name), with the library the main job searched on it:
 
-    python benchmarks/inherited_vs_scratch.py runs/super/checkpoint_best.pt runs/twins/*/checkpoint_best.pt \
-        --library runs/super-job/operating_points.yml --results runs/twins/table1.json
+    python benchmarks/inherited_vs_scratch.py multi30k-en-de runs/twins/*/checkpoint_best.pt \
+        --library runs/main/operating_points.yml --results runs/twins/table1.json
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dynhat.errors import ConfigError
 from dynhat.inference.checkpoint import load_checkpoint, load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary, file_sha256
+from dynhat.inference.release import is_release, release_dir, training_facts
 from dynhat.io import atomic_write_text
 from dynhat.recipes.evaluate import evaluate
 from dynhat.space import SubTransformerConfig
@@ -43,17 +45,24 @@ HEADING = "## Inherited against from-scratch SubTransformers"
 TESTS = ("test_2016_flickr", "test_2017_flickr")
 
 
-def _budget(payload: dict[str, Any]) -> str:
-    state, settings = payload["state"], payload["settings"]
+def _budget(facts: dict[str, Any]) -> str:
+    """One run's training budget, from ``training_facts`` (a checkpoint's or a release's)."""
+    settings = facts["training_settings"]
     until = f", until {settings['patience']} validations without a new best" if settings.get("patience") else ""
-    return (f"{state['update']} updates ({settings['max_tokens']} tokens each at most, "
-            f"{settings.get('update_freq', 1)} micro-batch(es) a rank{until}), {state['elapsed_s'] / 60:.0f} min, "
-            f"{state.get('cpu_s', 0) / 3600:.2f} CPU hours a rank")
+    return (f"{facts['updates']} updates ({settings['max_tokens']} tokens each at most, "
+            f"{settings.get('update_freq', 1)} micro-batch(es) a rank{until}), {facts['wall_hours'] * 60:.0f} min, "
+            f"{facts['cpu_hours']:.2f} CPU hours a rank")
+
+
+def _weights_sha256(path: str) -> str:
+    """What the scores are keyed by: the weights file itself (a release's safetensors, or the checkpoint)."""
+    return file_sha256(release_dir(path) / "model.safetensors" if is_release(path) else path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("supertransformer", help="SuperTransformer checkpoint (the inherited weights)")
+    parser.add_argument("supertransformer",
+                        help="SuperTransformer checkpoint, release folder or shipped release name (inherited weights)")
     parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
     parser.add_argument("--library", type=Path, default=None,
                         help="operating points searched on the SuperTransformer: names the rows, sets the beams")
@@ -84,12 +93,12 @@ def _run(args: argparse.Namespace) -> None:
     tests = {name: load_multi30k(name, root) for name in TESTS}
     valid = load_multi30k("val", root)
     supernet, super_vocab = load_trained(args.supertransformer)
-    super_payload = load_checkpoint(args.supertransformer)
     names = _names(PointLibrary.load(args.library) if args.library else None)
 
     known = json.loads(args.results.read_text(encoding="utf-8")) if args.results and args.results.exists() else {}
-    super_sha = file_sha256(args.supertransformer)
-    rows, budgets = [], [f"- SuperTransformer `{args.supertransformer}`: {_budget(super_payload)}"]
+    super_sha = _weights_sha256(args.supertransformer)
+    rows, budgets = [], [f"- SuperTransformer `{args.supertransformer}`: "
+                         f"{_budget(training_facts(args.supertransformer, 'supertransformer'))}"]
     for path in args.scratch:
         payload = load_checkpoint(path)
         settings = payload["settings"]
@@ -98,7 +107,7 @@ def _run(args: argparse.Namespace) -> None:
                               field="settings.sampling")
         config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
         name, beam = names.get(config.id, (f"`{config.id}`", 4))
-        key = f"{super_sha}:{file_sha256(path)}:beam{beam}"
+        key = f"{super_sha}:{_weights_sha256(path)}:beam{beam}"
         if key not in known:
             scratch, scratch_vocab = load_trained(path)
             scores: dict[str, Any] = {}
@@ -114,7 +123,7 @@ def _run(args: argparse.Namespace) -> None:
                 atomic_write_text(args.results, json.dumps(known, indent=1) + "\n")
         params = count_params(config, supernet.space, len(super_vocab)).total
         rows.append((name, beam, config, params, known[key]))
-        budgets.append(f"- {name} from scratch `{path}`: {_budget(payload)}")
+        budgets.append(f"- {name} from scratch `{path}`: {_budget(training_facts(path, name))}")
         print(name, known[key], flush=True)
 
     def pair(r: dict[str, float]) -> str:

@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--piece-minutes", type=float, default=None,
                         help="minutes a piece (default 60; 9 with --cuda)")
     parser.add_argument("--cuda", action="store_true", help="each twin one process on a CUDA GPU (the same updates)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                        help="autocast of every twin's updates (default: the recipe's; fp32 is never below bf16)")
     parser.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
     args = parser.parse_args()
     ranks = 1 if args.cuda else args.ranks
@@ -76,6 +78,7 @@ def main() -> None:
                    str(args.patience), "--update-freq", str(args.micro_batches // ranks), "--piece-minutes",
                    str(args.piece_minutes or (9 if args.cuda else 60))]
         command += ["--device", "cuda"] if args.cuda else []
+        command += ["--precision", args.precision] if args.precision else []
         command += ["--from", args.mirror] if args.mirror else []
         while not (last.exists() and checkpoint_finished(last)):
             print(f"{name} ({point_id}): {' '.join(command)}", flush=True)
