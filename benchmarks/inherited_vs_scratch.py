@@ -11,7 +11,7 @@ trainings finish add to one table. The inherited side is a training checkpoint o
 name), with the library the main job searched on it:
 
     python benchmarks/inherited_vs_scratch.py multi30k-en-de runs/twins/*/checkpoint_best.pt \
-        --library runs/main/operating_points.yml --results runs/twins/table1.json
+        --library benchmarks/table1-library.yml --results runs/twins/table1.json
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ split among ``--ranks`` processes), so ``--jobs 2 --ranks 1`` (two twins at once
 computes the same updates as the default (one twin at a time on two ranks).
 Then ``benchmarks/inherited_vs_scratch.py`` scores the twins against the inherited points.
 
-    python benchmarks/scratch_twins.py runs/super-job/operating_points.yml --runs runs/twins \\
-        --from ../shared/data/multi30k
+    python benchmarks/scratch_twins.py benchmarks/table1-library.yml --runs runs/twins --jobs 2 --ranks 1 \\
+        --points best,middle,fastest --precision fp32 --from ../shared/data/multi30k
 """
 
 from __future__ import annotations
