@@ -28,7 +28,7 @@ from results_file import RESULTS, write_result
 
 from dynhat.data.fetch import load_multi30k, shared_data_dir
 from dynhat.errors import ConfigError
-from dynhat.inference.checkpoint import load_checkpoint, load_trained
+from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary, file_sha256
 from dynhat.inference.release import is_release, release_dir, training_facts
@@ -100,14 +100,14 @@ def _run(args: argparse.Namespace) -> None:
     rows, budgets = [], [f"- SuperTransformer `{args.supertransformer}`: "
                          f"{_budget(training_facts(args.supertransformer, 'supertransformer'))}"]
     for path in args.scratch:
-        payload = load_checkpoint(path)
-        settings = payload["settings"]
+        facts = training_facts(path, path)  # one read of the checkpoint: settings, budget and SHA-256
+        settings = facts["training_settings"]
         if settings.get("sampling") != "fixed" or not settings.get("fixed_config"):
             raise ConfigError("not a from-scratch run (sampling 'fixed' with a fixed-config expected)", source=path,
                               field="settings.sampling")
         config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
         name, beam = names.get(config.id, (f"`{config.id}`", 4))
-        key = f"{super_sha}:{_weights_sha256(path)}:beam{beam}"
+        key = f"{super_sha}:{facts['checkpoint_sha256']}:beam{beam}"
         if key not in known:
             scratch, scratch_vocab = load_trained(path)
             scores: dict[str, Any] = {}
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> None:
                 atomic_write_text(args.results, json.dumps(known, indent=1) + "\n")
         params = count_params(config, supernet.space, len(super_vocab)).total
         rows.append((name, beam, config, params, known[key]))
-        budgets.append(f"- {name} from scratch `{path}`: {_budget(training_facts(path, name))}")
+        budgets.append(f"- {name} from scratch `{path}`: {_budget(facts)}")
         print(name, known[key], flush=True)
 
     def pair(r: dict[str, float]) -> str:
