@@ -105,10 +105,11 @@ def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256
     assert sorted(scored) == sorted({p.id for p in PointLibrary.load(tmp_path / "points.yml").points})
     card = (out / "card.md").read_text()
     assert card.count(f"| {largest(model.space).id} | ") == 1  # each point once, at its tightest constraint
-    assert f"| {largest(model.space).id} | 2 | 4 | 19.5 |" in card
+    assert f"| {largest(model.space).id} | best | 2 | 4 | 19.5 |" in card  # served as: the name it selects by
     assert "| BLEU test_2016_flickr | BLEU test_2017_flickr |" in card
-    assert f"| {largest(model.space).id}-b1 | 2 | 1 | 12.0 | 2.0 | 31.0 | 21.0 |" in card
-    assert f"| {smallest(model.space).id} | 1 | 4 | 9.5 | 1.5 | 34.0 | 24.0 |" in card
+    assert f"| {largest(model.space).id}-b1 | middle | 2 | 1 | 12.0 | 2.0 | 31.0 | 21.0 |" in card
+    assert f"| {smallest(model.space).id} | fastest | 1 | 4 | 9.5 | 1.5 | 34.0 | 24.0 |" in card
+    assert "`dynhat translate rel --point best`" in card
     assert "## Reproduce" in card and command in card and "toy CPU" in card
     assert f"--out-dir {tmp_path / 'rel'} --dtype bf16 --points {tmp_path / 'points.yml'}" in card
     manifest = json.loads((out / "manifest.json").read_text())["sha256"]
@@ -116,6 +117,35 @@ def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256
         assert name == "card.md" or f"| `{name}` | `{digest}` |" in card
     assert json.loads((out / "model.json").read_text())["train_command"] == command
     load_release(out)  # the card is in the manifest: the folder still checks
+
+
+def test_a_release_holds_its_library_for_serving_and_translating_by_point_name(tmp_path, capsys) -> None:
+    from dynhat.inference.release import library_path, release_library
+
+    model, _ = toy_checkpoint(tmp_path / "toy.pt")
+    _toy_library(tmp_path / "toy.pt", model, tmp_path / "points.yml")
+    out = export_checkpoint(tmp_path / "toy.pt", tmp_path / "rel", points=tmp_path / "points.yml")
+    assert release_library(out) == library_path(out, None) == out / "points.yml"
+    assert "points.yml" in json.loads((out / "manifest.json").read_text())["sha256"]
+    shipped = PointLibrary.load(out / "points.yml", checkpoint=out)  # pinned by the manifest beside it
+    assert [p.id for p in shipped.points] == [p.id for p in PointLibrary.load(tmp_path / "points.yml").points]
+    (tmp_path / "copy.yml").write_bytes((out / "points.yml").read_bytes())
+    with pytest.raises(DataError, match="belong to checkpoint"):  # the same file elsewhere: the checkpoint's
+        PointLibrary.load(tmp_path / "copy.yml", checkpoint=out)
+    (tmp_path / "in.txt").write_text(LINES[0] + "\n" + LINES[1] + "\n")
+    assert main(["translate", str(out), "--point", "middle", "--input", str(tmp_path / "in.txt")]) == 0
+    by_point = capsys.readouterr().out
+    assert main(["translate", str(out), "--config", "largest", "--beam", "1", "--input", str(tmp_path / "in.txt")]) == 0
+    assert by_point == capsys.readouterr().out  # middle: the largest SubTransformer at beam 1
+    assert main(["translate", str(tmp_path / "toy.pt"), "--point", "best", "--input", str(tmp_path / "in.txt")]) == 2
+    assert "holds no operating-point library" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "toy.pt"), "--budget-ms", "100"]) == 2
+    assert "give --points" in capsys.readouterr().err
+    (out / "points.yml").write_text("changed")
+    with pytest.raises(DataError, match=r"points\.yml: sha256 .* does not match the manifest"):
+        release_library(out)
+    export_checkpoint(tmp_path / "toy.pt", out)  # re-exported without a library: none left behind
+    assert release_library(out) is None and not (out / "points.yml").exists()
 
 
 def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_and_facts(tmp_path) -> None:
@@ -131,6 +161,14 @@ def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_a
     before = json.loads((first / "model.json").read_text())
     assert facts == before | {"train_command": "dynhat train --config toy.yml", "released_with": facts["released_with"]}
     assert facts["updates"] == 7 and "Operating points" in (again / "card.md").read_text()
+    assert facts["released_with"] == [f"dynhat export {first} --out-dir {tmp_path / 'again' / 'toy-en-de'} "
+                                      f"--dtype bf16 --points {tmp_path / 'points.yml'}"]
+    third = export_checkpoint(again, tmp_path / "third", points=again / "points.yml")  # the library it holds
+    commands = json.loads((third / "model.json").read_text())["released_with"]
+    assert commands[0] == facts["released_with"][0]
+    assert commands[1] == (f"dynhat export {again} --out-dir {tmp_path / 'third'} --dtype bf16 "
+                           f"--points {again / 'points.yml'}")
+    assert "\n".join(commands) in (third / "card.md").read_text()  # the Reproduce section: every step
 
 
 def test_a_card_without_a_command_says_how_to_reproduce_from_the_settings(tmp_path) -> None:

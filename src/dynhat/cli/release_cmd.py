@@ -11,15 +11,16 @@ CARD_SPLITS = "test_2016_flickr,test_2017_flickr"  # dynhat.recipes.release.CARD
 def register(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="write a checkpoint as a release folder that every command loads: "
                                            "safetensors weights, vocabulary, space, model card, sha256 manifest")
-    export.add_argument("checkpoint", help="training or converted checkpoint")
+    export.add_argument("checkpoint", help="training or converted checkpoint, release folder or shipped name")
     export.add_argument("--out-dir", required=True, help="the release folder to write")
     export.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
                         help="weights on disk (loaded as fp32)")
-    export.add_argument("--points", default=None, help="operating-point library of this checkpoint: for the card; "
-                                                        "with --engine, the points to export")
+    export.add_argument("--points", default=None, help="operating-point library of this checkpoint: the release's "
+                                                        "points.yml and its card; with --engine, the points to "
+                                                        "export (default: the release's own)")
     export.add_argument("--engine", choices=("ctranslate2",), default=None,
                         help="write the library's served points as CTranslate2 models (an engine folder, "
-                             "dynhat serve ENGINE_DIR) instead of a release; needs --points")
+                             "dynhat serve ENGINE_DIR) instead of a release")
     export.add_argument("--quantization", choices=("int8", "int8_float32", "int16", "float32", "float16",
                                                     "bfloat16"), default="int8",
                         help="with --engine: the weights' type in the engine folder")
@@ -35,15 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dynhat.errors import ConfigError
+    from dynhat.inference.release import library_path
     from dynhat.recipes.release import export_engine_scored, export_scored
 
     splits = [s.strip() for s in args.bleu_splits.split(",") if s.strip()]
     if args.engine is not None:
-        if args.points is None:
-            raise ConfigError("--engine exports a library's points: give --points")
-        out = export_engine_scored(args.checkpoint, args.points, args.out_dir, args.quantization, splits,
-                                   args.cache_dir, args.mirror)
+        points = library_path(args.checkpoint, args.points)
+        out = export_engine_scored(args.checkpoint, points, args.out_dir, args.quantization, splits, args.cache_dir,
+                                   args.mirror)
         print(f"engine folder written to {out}: serve it with dynhat serve {out} --budget-ms MS")
         return 0
     out = export_scored(args.checkpoint, args.out_dir, args.dtype, args.points, args.name, args.train_command,

@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     scenario = sub.add_parser("scenario", help="run a stream of test sentences through phases of changing "
                                                "resources, dynamic vs static; report and plot")
     scenario.add_argument("checkpoint", help="trained SuperTransformer: checkpoint, release folder or shipped name")
-    scenario.add_argument("--points", required=True, help="operating-point library (dynhat search)")
+    scenario.add_argument("--points", default=None, help="operating-point library (dynhat search); default: the "
+                                                         "one a release holds (points.yml)")
     scenario.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario.yml)")
     scenario.add_argument("--out-dir", default="runs/scenario", help="report JSON, table and timeline PNG")
     scenario.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
@@ -27,13 +28,15 @@ def _scenario(args: argparse.Namespace) -> int:
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
+    from dynhat.inference.release import library_path
     from dynhat.recipes.scenario import scenario_experiment
     from dynhat.runtime.report import write_experiment
     from dynhat.runtime.scenario import Scenario, default_scenario_path
 
     scenario = Scenario.from_yaml(args.scenario or default_scenario_path())
+    points = library_path(args.checkpoint, args.points)
     model, vocab = load_trained(args.checkpoint)
-    library = PointLibrary.load(args.points, checkpoint=args.checkpoint, space=model.space)
+    library = PointLibrary.load(points, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     _, experiment = scenario_experiment(model, vocab, library, scenario, load_multi30k("test_2016_flickr", root),
                                         load_multi30k("val", root), args.calibrate_runs, static=not args.no_static,

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="HTTP translation service under a latency budget (FastAPI + uvicorn)")
     serve.add_argument("checkpoint", help="trained SuperTransformer (checkpoint, release folder or shipped name), or "
                                           "an engine folder (dynhat export --engine: served without torch)")
-    serve.add_argument("--points", default=None, help="operating-point library (dynhat search); an engine folder "
-                                                      "has its own")
+    serve.add_argument("--points", default=None, help="operating-point library (dynhat search); default: the one a "
+                                                      "release holds (points.yml); an engine folder has its own")
     serve.add_argument("--budget-ms", type=real(0, strict=True), required=True,
                        help="default latency budget per sentence")
     serve.add_argument("--host", default="127.0.0.1")
@@ -68,9 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
     if is_engine(args.checkpoint):  # no torch in this process
         serve(_engine_translator(args), args.host, args.port, limits)
         return 0
-    if args.points is None:
-        raise ConfigError("--points: an operating-point library is needed to serve a SuperTransformer")
     from dynhat.inference.measure import pinned
+    from dynhat.inference.release import library_path
+
+    args.points = library_path(args.checkpoint, args.points)  # before the model loads: a missing library fails fast
 
     with pinned(None, args.threads):
         serve(_translator(args), args.host, args.port, limits)

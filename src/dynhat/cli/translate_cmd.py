@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from dynhat.cli.args import integer, real
 from dynhat.inference.points import DEFAULT_BEAM
+
+if TYPE_CHECKING:
+    from dynhat.model import SuperTransformer
+    from dynhat.space import SubTransformerConfig
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint, release folder, shipped release name (e.g. "
                                            "multi30k-en-de) or engine folder (dynhat export --engine)")
-    parser.add_argument("--config", default="largest",
-                        help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids; of an "
-                             "engine folder: fastest, middle, best or a point's id")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", default="largest",
+                       help="SubTransformer: largest, smallest, middle, a HAT YAML file, or one of their ids; of an "
+                            "engine folder: fastest, middle, best or a point's id")
+    which.add_argument("--point", default=None,
+                       help="an operating point of the release's library (points.yml) or an engine folder's: "
+                            "fastest, middle, best or a point's id")
     parser.add_argument("--beam", type=integer(1, 64), default=None,
-                        help="default 4 (an engine folder's point: its own beam)")
+                        help="default 4 (an operating point: its own beam)")
     parser.add_argument("--lenpen", type=real(), default=0.6)
 
 
@@ -43,17 +52,15 @@ def _translate(args: argparse.Namespace) -> int:
 
     if is_engine(args.checkpoint):  # CTranslate2 alone: no torch
         engine = load_engine(args.checkpoint)
-        translator = engine.translator(engine.point(args.config), args.beam, args.lenpen)
+        translator = engine.translator(engine.point(args.point or args.config), args.beam, args.lenpen)
     else:
         from dynhat.inference.checkpoint import load_trained
         from dynhat.model.serving import ServingModel
-        from dynhat.space import resolve_config
         from dynhat.translate.translator import Translator
 
         model, vocab = load_trained(args.checkpoint)
-        config = resolve_config(args.config, model.space)
-        translator = Translator(ServingModel(model, [config]), vocab, config, beam=args.beam or DEFAULT_BEAM,
-                                lenpen=args.lenpen)
+        config, beam = _subtransformer(args, model)
+        translator = Translator(ServingModel(model, [config]), vocab, config, beam=beam, lenpen=args.lenpen)
     lines = decode_lines(sys.stdin.buffer.read(), "stdin") if args.input == "-" else read_lines(args.input)
     for line in translator.translate(lines):
         print(line)
@@ -72,7 +79,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from dynhat.translate.bleu import score
 
         engine = load_engine(args.checkpoint)
-        point = engine.point(args.config)
+        point = engine.point(args.point or args.config)
         test = (read_parallel(args.src, args.ref) if args.src
                 else load_multi30k(args.split, fetch_multi30k(args.cache_dir, args.mirror, progress=False)))
         hypotheses = engine.translator(point, args.beam, args.lenpen).translate(test.src)
@@ -81,23 +88,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         from dynhat.inference.checkpoint import load_trained
         from dynhat.recipes.evaluate import evaluate, evaluate_files
-        from dynhat.space import resolve_config
 
         model, vocab = load_trained(args.checkpoint)
-        config = resolve_config(args.config, model.space)
+        config, beam = _subtransformer(args, model)
         if args.src:
-            result = evaluate_files(model, vocab, config, args.src, args.ref, args.beam or DEFAULT_BEAM, args.lenpen)
+            result = evaluate_files(model, vocab, config, args.src, args.ref, beam, args.lenpen)
             where = f"loss on {args.ref}"
         else:
             root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
             result = evaluate(model, vocab, config, load_multi30k(args.split, root), load_multi30k("val", root),
-                              args.beam or DEFAULT_BEAM, args.lenpen)
+                              beam, args.lenpen)
             where = "valid loss"
         hypotheses, bleu = result.hypotheses, result.bleu
-        print(f"config {config.id}  {where} {result.valid_loss:.3f} bits/token")
+        print(f"config {config.id}  beam {beam}  {where} {result.valid_loss:.3f} bits/token")
     if args.output:
         write_lines(args.output, hypotheses)
     print(f"BLEU {bleu.sacrebleu:.2f}  ({bleu.signature})")
     print(f"BLEU {bleu.multi30k:.2f}  (Multi30k convention: lowercased, normalised, Moses-tokenized)")
     print(f"BLEU {bleu.hat:.2f}  (HAT convention: Moses-tokenized, compound-split, cased)")
     return 0
+
+
+def _subtransformer(args: argparse.Namespace, model: SuperTransformer) -> tuple[SubTransformerConfig, int]:
+    """What ``--point`` (of the release's library) or ``--config`` names, and the beam it decodes with."""
+    if args.point is None:
+        from dynhat.space import resolve_config
+
+        return resolve_config(args.config, model.space), args.beam or DEFAULT_BEAM
+    from dynhat.inference.points import PointLibrary
+    from dynhat.inference.release import library_path
+
+    path = library_path(args.checkpoint, None, "name a SubTransformer with --config instead")
+    point = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space).select(args.point, str(path))
+    return point.config, args.beam or point.beam

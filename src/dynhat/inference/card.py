@@ -21,7 +21,7 @@ def model_card(name: str, facts: Mapping[str, Any], points: Sequence[Mapping[str
              "weights.", "", "## Training", "", "```yaml", yaml.safe_dump(dict(facts), sort_keys=False).rstrip(),
              "```", *_reproduce(facts)]
     if points:
-        lines += _points_section(points, library or {})
+        lines += _points_section(name, points, library or {})
     return "\n".join(lines) + "\n"
 
 
@@ -42,13 +42,14 @@ def _reproduce(facts: Mapping[str, Any]) -> list[str]:
                  "```bash", f"dynhat train --config train.yml --run-dir runs/{facts.get('name', 'model')}"]
     else:
         return []
-    exported = facts.get("released_with")
-    steps += [exported, "```"] if exported else ["```"]
+    exported = facts.get("released_with") or []
+    steps += [*([exported] if isinstance(exported, str) else exported), "```"]
     return ["", "## Reproduce", "", *steps]
 
 
-def _points_section(points: Sequence[Mapping[str, Any]], library: Mapping[str, Any]) -> list[str]:
-    """A table of every point: decoder layers, beam, measured latency, the library's BLEU and each split's."""
+def _points_section(name: str, points: Sequence[Mapping[str, Any]], library: Mapping[str, Any]) -> list[str]:
+    """A table of every point: how a runtime serves it (``served``: fastest, middle, best, yes or no), decoder
+    layers, beam, measured latency, the library's BLEU and each split's."""
     splits = list(dict.fromkeys(s for p in points for s in (p.get("bleu_splits") or {})))
     intro = ("Searched on these weights" + (f" on {library['device']}" if library.get("device") else "")
              + (f", {library['threads']} thread(s)" if library.get("threads") else "")
@@ -56,13 +57,18 @@ def _points_section(points: Sequence[Mapping[str, Any]], library: Mapping[str, A
              f"at the point's beam; *library* on the {library.get('test_sentences', 'first')} test_2016_flickr "
              "sentences the search scored with"
              + ("; each split column on all of its sentences, translated with this release's weights." if splits
-                else "."))
-    head = ["point", "decoder layers", "beam", "measured ms", "BLEU (library)", *(f"BLEU {s}" for s in splits)]
+                else ".")
+             + f" The library is this release's `points.yml`: `dynhat serve {name} --budget-ms MS` switches between "
+             f"its served points, `dynhat translate {name} --point best` (or fastest, middle, a point's id) "
+             "translates with one.")
+    head = ["point", "served", "decoder layers", "beam", "measured ms", "BLEU (library)",
+            *(f"BLEU {s}" for s in splits)]
     lines = ["", "## Operating points of the reference library", "", intro, "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for p in points:
         measured = p.get("measured_ms")
-        cells = [p["id"], p["decoder_layers"], p["beam"], None if measured is None else round(measured, 1),
-                 p.get("bleu"), *((p.get("bleu_splits") or {}).get(s) for s in splits)]
+        cells = [p["id"], p.get("served"), p["decoder_layers"], p["beam"],
+                 None if measured is None else round(measured, 1), p.get("bleu"),
+                 *((p.get("bleu_splits") or {}).get(s) for s in splits)]
         lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     return lines

@@ -19,7 +19,8 @@ SubTransformer with a narrower beam, its latency measured at that beam and its `
 predictor models the search's beam). Ids are the SubTransformer's, with ``-b<beam>`` unless the beam is 4.
 
 A library is only meaningful with its checkpoint: loading it against another checkpoint (by SHA-256) or a space
-that cannot hold its configurations is an error.
+that cannot hold its configurations is an error. The library a release folder holds (``points.yml``, written by
+``dynhat export --points``) belongs to the weights beside it.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class PointLibrary:
                 raise ConfigError("missing", source=str(path), field=key)
         origin = schema.mapping(data["checkpoint"], str(path), "checkpoint")
         name = schema.text(data, "space", str(path))
-        if checkpoint is not None:
+        if checkpoint is not None and not _ships_with(path, checkpoint):
             actual = checkpoint_sha256(checkpoint)
             if actual != origin.get("sha256"):
                 raise DataError(f"{path}: its points belong to checkpoint sha256 {origin.get('sha256')} "
@@ -186,6 +187,14 @@ def checkpoint_sha256(checkpoint: str | Path) -> str:
     from dynhat.inference.release import is_release, release_dir  # only with a model loaded: torch is there
 
     return file_sha256(release_dir(checkpoint) if is_release(checkpoint) else checkpoint)
+
+
+def _ships_with(path: Path, checkpoint: str | Path) -> bool:
+    """Whether ``path`` is the library a release folder holds (``release_library``): its manifest pins it to the
+    weights beside it, so the SHA-256 it records is that of the model it was searched on before the export."""
+    from dynhat.inference.release import LIBRARY, is_release, release_dir
+
+    return is_release(checkpoint) and path.resolve() == (release_dir(checkpoint) / LIBRARY).resolve()
 
 
 def _point(item: Any, where: str, space: DesignSpace) -> OperatingPoint:

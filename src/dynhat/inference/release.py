@@ -7,10 +7,13 @@ A training checkpoint holds the optimiser, RNG states and data position (what re
 - ``vocab.model`` (sentencepiece) or ``vocab.json`` (a model converted from HAT: fairseq dictionary, BPE codes);
 - ``space.yml``: the design space; ``model.json``: vocabulary size, dropout settings, training facts;
 - ``card.md``: the model card (recipe, updates, hours, operating points' BLEU where a library is given);
+- ``points.yml``: that library, where given: the operating points a user selects and serves without a search;
 - ``manifest.json``: the SHA-256 of every other file, checked on every load.
 
 ``load_release`` reads such a folder, or a released model shipped with dynhat by name (``shipped_releases``);
 every verb that takes a checkpoint takes either, and ``pretrained(name)`` (``dynhat.pretrained``) loads a shipped one.
+``release_library`` is the path of its ``points.yml``: ``dynhat serve`` and ``dynhat scenario`` use it when given
+no ``--points``, ``dynhat translate --point best`` selects from it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from dynhat.data.vocab import Vocabulary
-from dynhat.errors import DataError
+from dynhat.errors import ConfigError, DataError
 from dynhat.hat.text import HatVocabulary
 from dynhat.inference.card import files_section, model_card
 from dynhat.inference.checkpoint import check_state
+from dynhat.inference.points import PointLibrary
 from dynhat.io import atomic_write, atomic_write_text, check_manifest, file_sha256, read_json, write_manifest
 from dynhat.model import ModelSettings, SuperTransformer
 from dynhat.space import DesignSpace
@@ -39,6 +43,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SHARED = ("decoder.embed_tokens.weight", "encoder.embed_tokens.weight")  # (alias, stored)
 MODEL_KEYS = ("format", "dtype", "vocab", "vocab_size", "dropout", "attention_dropout")  # model.json, not facts
 DEFAULT_RELEASE = "multi30k-en-de"
+LIBRARY = "points.yml"  # a release's operating-point library
 #: Scores an operating point of the reference library on the release's own weights: {column: BLEU}.
 PointScorer = Callable[[SuperTransformer, Any, Any], Mapping[str, float]]
 
@@ -75,10 +80,35 @@ def pretrained(name: str = DEFAULT_RELEASE) -> tuple[SuperTransformer, Vocabular
     return load_release(releases_root() / name)
 
 
+def release_library(path_or_name: str | Path) -> Path | None:
+    """The operating-point library a release was exported with (``points.yml``, its card's points), after checking
+    the folder against its manifest; None for a release without one or for a training checkpoint."""
+    if not is_release(path_or_name):
+        return None
+    folder = release_dir(path_or_name)
+    listed = check_manifest(folder, FORMAT, "dynhat release", required=("model.safetensors",))
+    return folder / LIBRARY if LIBRARY in listed else None
+
+
+def library_path(checkpoint: str | Path, points: str | Path | None,
+                 otherwise: str = "give --points (a library of dynhat search)") -> Path:
+    """``points`` when given, else the library the release ``checkpoint`` holds; a ``ConfigError`` that says
+    what to do ``otherwise`` when there is neither."""
+    if points is not None:
+        return Path(points)
+    shipped = release_library(checkpoint)
+    if shipped is None:
+        raise ConfigError(f"{checkpoint} holds no operating-point library (the points.yml of a release exported "
+                          f"with --points): {otherwise}")
+    return shipped
+
+
 def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, out_dir: str | Path,
-                   dtype: str = "bf16", facts: dict[str, Any] | None = None, card: str = "") -> Path:
+                   dtype: str = "bf16", facts: dict[str, Any] | None = None, card: str = "",
+                   library: PointLibrary | None = None) -> Path:
     """Write ``model`` and ``vocab`` as a release folder; ``facts`` (training recipe, updates, hours) go into
-    model.json, ``card`` is the model card's text."""
+    model.json, ``card`` is the model card's text, ``library`` (operating points searched on these weights) is
+    ``points.yml``."""
     if dtype not in DTYPES:
         raise DataError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     out = Path(out_dir)
@@ -99,6 +129,11 @@ def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, o
             **(facts or {})}
     atomic_write_text(out / "model.json", json.dumps(meta, indent=1))
     names = ["model.safetensors", vocab_name, "space.yml", "model.json"]
+    if library is not None:
+        library.save(out / LIBRARY)
+        names.append(LIBRARY)
+    else:
+        (out / LIBRARY).unlink(missing_ok=True)  # a re-export without a library leaves none behind
     if card:  # the card lists every other file's sha256; its own is in the manifest
         sha256 = {name: file_sha256(out / name) for name in names}
         atomic_write_text(out / "card.md", card.rstrip("\n") + "\n\n" + files_section(sha256))
@@ -112,9 +147,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
                       score: PointScorer | None = None) -> Path:
     """Release a training (or converted) checkpoint: its training facts (and ``train_command``, the command that
     trained it) go into model.json and the card, and the operating points of ``points`` (a library searched on
-    this checkpoint) into the card, each scored by ``score`` on the release's own (rounded) weights."""
+    this checkpoint) into the card, each scored by ``score`` on the release's own (rounded) weights, and into the
+    release as its ``points.yml``."""
     from dynhat.inference.checkpoint import load_trained
-    from dynhat.inference.points import PointLibrary
 
     if dtype not in DTYPES:
         raise DataError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
@@ -122,17 +157,19 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     _round(model, DTYPES[dtype])  # what the release will hold: the card's scores are of the shipped weights
     name = name or Path(out_dir).name
     facts = training_facts(checkpoint, name, train_command)
-    rows, origin = None, None
+    rows, origin, library = None, None, None
     if points is not None:
         library = PointLibrary.load(points, checkpoint=checkpoint, space=model.space)
-        facts["released_with"] = f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} --points {points}"
+        earlier = facts.get("released_with") or []  # a release re-exported: the commands that made it, in order
+        facts["released_with"] = [*([earlier] if isinstance(earlier, str) else earlier),
+                                  f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} --points {points}"]
         origin = {"device": library.device.get("cpu"), "threads": library.threads,
                   "test_sentences": library.fitness.get("test_sentences")}
         rows = []
         for point in library.unique():
             splits = {} if score is None else {"bleu_splits": dict(score(model, vocab, point))}
-            rows.append(point.to_dict() | splits)
-    return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin))
+            rows.append(point.to_dict() | splits | {"served": _served_as(library, point)})
+    return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin), library)
 
 
 def training_facts(checkpoint: str | Path, name: str, train_command: str | None = None) -> dict[str, Any]:
@@ -152,6 +189,15 @@ def training_facts(checkpoint: str | Path, name: str, train_command: str | None 
     if train_command:
         facts["train_command"] = train_command
     return facts
+
+
+def _served_as(library: PointLibrary, point: Any) -> str:
+    """How a runtime serves ``point``: by the name ``select`` gives it, as another served point, or not at all."""
+    served = [p.id for p in library.efficient()]
+    if point.id not in served:
+        return "no"
+    named = [n for n in ("fastest", "middle", "best") if library.select(n).id == point.id]
+    return ", ".join(named) or "yes"
 
 
 def _round(model: SuperTransformer, dtype: torch.dtype) -> None:
