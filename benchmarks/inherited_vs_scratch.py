@@ -3,15 +3,16 @@
 Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
 the SuperTransformer's recipe (until its validation loss stopped improving, ``--patience``, or with the same
 budget); its configuration is read from the checkpoint's settings. Both are scored the same way: sacreBLEU on
-test_2016_flickr and test_2017_flickr and validation loss on all of val. Given ``--library``, each row is named by
-the operating point it is (fastest, middle, best: ``PointLibrary.select``) and both sides decode with that point's
-beam; otherwise beam 4. Length penalty 0.6. Writes results/inherited_vs_scratch.md. With ``--results FILE`` each
-pair's scores are kept (keyed by the SHA-256 of both weights files and the beam), so runs as the from-scratch
-trainings finish add to one table. The inherited side is a training checkpoint or a release (the shipped one by
-name), with the library the main job searched on it:
+test_2016_flickr and test_2017_flickr and validation loss on all of val. Given a library (``--library``, default the
+one a release holds), each row is named by the operating point it is (fastest, middle, best:
+``PointLibrary.select``) and both sides decode with that point's beam; otherwise beam 4. Length penalty 0.6. Writes
+results/inherited_vs_scratch.md. With ``--results FILE`` each pair's scores are kept (keyed by the SHA-256 of both
+weights files and the beam), so runs as the from-scratch trainings finish add to one table. The inherited side is a
+training checkpoint or a release (the shipped one by name, whose ``points.yml`` is the library the main job searched
+on it):
 
     python benchmarks/inherited_vs_scratch.py multi30k-en-de runs/twins/*/checkpoint_best.pt \
-        --library benchmarks/table1-library.yml --results runs/twins/table1.json
+        --results runs/twins/table1.json
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dynhat.errors import ConfigError
 from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary, file_sha256
-from dynhat.inference.release import is_release, release_dir, training_facts
+from dynhat.inference.release import is_release, release_dir, release_library, training_facts
 from dynhat.io import atomic_write_text
 from dynhat.recipes.evaluate import evaluate
 from dynhat.space import SubTransformerConfig
@@ -65,7 +66,8 @@ def main() -> None:
                         help="SuperTransformer checkpoint, release folder or shipped release name (inherited weights)")
     parser.add_argument("scratch", nargs="+", help="checkpoints of single SubTransformers trained from scratch")
     parser.add_argument("--library", type=Path, default=None,
-                        help="operating points searched on the SuperTransformer: names the rows, sets the beams")
+                        help="operating points searched on the SuperTransformer: names the rows, sets the beams "
+                             "(default: the library a release holds)")
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--recipe", default="`benchmarks/supertransformer.yml`",
                         help="the training settings, as the results should name them")
@@ -93,7 +95,8 @@ def _run(args: argparse.Namespace) -> None:
     tests = {name: load_multi30k(name, root) for name in TESTS}
     valid = load_multi30k("val", root)
     supernet, super_vocab = load_trained(args.supertransformer)
-    names = _names(PointLibrary.load(args.library) if args.library else None)
+    library = args.library or release_library(args.supertransformer)
+    names = _names(PointLibrary.load(library) if library else None)
 
     known = json.loads(args.results.read_text(encoding="utf-8")) if args.results and args.results.exists() else {}
     super_sha = _weights_sha256(args.supertransformer)

@@ -10,8 +10,10 @@ split among ``--ranks`` processes), so ``--jobs 2 --ranks 1`` (two twins at once
 computes the same updates as the default (one twin at a time on two ranks).
 Then ``benchmarks/inherited_vs_scratch.py`` scores the twins against the inherited points.
 
-    python benchmarks/scratch_twins.py benchmarks/table1-library.yml --runs runs/twins --jobs 2 --ranks 1 \\
+    python benchmarks/scratch_twins.py multi30k-en-de --runs runs/twins --jobs 2 --ranks 1 \\
         --points best,middle,fastest --precision fp32 --from ../shared/data/multi30k
+
+(``multi30k-en-de``: the points of the shipped release's own library, its ``points.yml``.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from dynhat.errors import ConfigError
 from dynhat.inference.points import PointLibrary
+from dynhat.inference.release import is_release, library_path
 from dynhat.space import SubTransformerConfig
 from dynhat.train.trainer import checkpoint_finished
 
@@ -33,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("library", type=Path, help="operating points searched on the SuperTransformer")
+    parser.add_argument("library", help="operating points searched on the SuperTransformer: a library file, or a "
+                                         "release (folder or shipped name) for the library it holds")
     parser.add_argument("--points", default="fastest,middle,best", help="names or ids of the points (commas)")
     parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "supertransformer.yml",
                         help="the SuperTransformer's training settings (the twins use them unchanged)")
@@ -56,10 +60,11 @@ def main() -> None:
     if ranks < 1 or args.micro_batches % ranks:
         raise SystemExit(f"--ranks {ranks} must divide --micro-batches {args.micro_batches}")
 
-    library = PointLibrary.load(args.library)
+    path = library_path(args.library, None) if is_release(args.library) else Path(args.library)
+    library = PointLibrary.load(path)
     twins = []
     for name in args.points.split(","):
-        point = library.select(name, str(args.library))
+        point = library.select(name, str(path))
         config_path = args.runs / name / "config.yml"
         if config_path.exists() and SubTransformerConfig.from_yaml(config_path) != point.config:
             raise ConfigError(f"holds {SubTransformerConfig.from_yaml(config_path).id}, but the library's {name} "

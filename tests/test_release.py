@@ -236,3 +236,14 @@ def test_a_library_names_a_shipped_release_by_its_manifest(tmp_path) -> None:
     assert PointLibrary.load(tmp_path / "points.yml", checkpoint=name).points[0].config == smallest(space)
     with pytest.raises(DataError, match="belong to checkpoint"):
         PointLibrary.load(tmp_path / "points.yml", checkpoint=release_dir(name) / "model.safetensors")
+
+
+def test_the_shipped_release_holds_the_library_its_card_lists() -> None:
+    from dynhat.inference.release import release_library, shipped_releases
+
+    for name in shipped_releases():
+        library = PointLibrary.load(release_library(name), checkpoint=name)
+        card = (release_library(name).parent / "card.md").read_text()
+        assert all(f"| {p.id} | " in card for p in library.unique())
+        served = library.efficient()
+        assert len(served) >= 3 and library.select("best") == served[-1]
