@@ -5,6 +5,7 @@ with ``train`` on a SuperTransformer trained from scratch."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from dynhat.inference.release import export_checkpoint
 from dynhat.latency.noise import check_noise
 from dynhat.pipeline.settings import PipelineSettings
 from dynhat.pipeline.steps import run_pipeline
+from dynhat.pipeline.summary import serve_command
 
 OUTPUTS = ("latency.csv", "latency_predictor.pt", "operating_points.yml", "scenario/report.json")
 
@@ -53,6 +55,9 @@ def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path
     assert summary["model"]["kind"] == "trained here" and summary["latency"]["noise"]["paired"] is False
     assert {row["point"] for row in summary["points"]} == {p.id for p in library.points}
     assert len(summary["targets"]) == 3 and all(isinstance(t["met"], bool) for t in summary["targets"])
+    slowest = max(p.latency_ms for p in library.efficient())
+    assert serve_command(summary) == (f"dynhat serve {run / 'checkpoint_best.pt'} --points "
+                                      f"{run / 'operating_points.yml'} --budget-ms {math.ceil(slowest / 10) * 10}")
 
     stamps = {name: (run / name).stat().st_mtime_ns for name in ("checkpoint_best.pt", *OUTPUTS)}
     again = run_pipeline(settings)

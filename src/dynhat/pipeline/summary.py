@@ -8,6 +8,7 @@ best static point that also stays within budget that often; the served points sp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,6 +92,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         "Targets:"]
     lines += [f"- [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['measured']}" for t in summary["targets"]]
     lines += ["", f"timeline: {summary['timeline']}",
-              "minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["minutes"].items())]
+              "minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["minutes"].items()), "",
+              f"serve these points: {serve_command(summary)}"]
     return "\n".join(lines)
+
+
+def serve_command(summary: Mapping[str, Any]) -> str:
+    """The command that serves the job's points, with a budget the slowest served point meets at full resources."""
+    model = summary["model"]
+    source = model["name"] if model["kind"] == "shipped release" else summary["checkpoint"]
+    slowest = max(row["measured_ms"] for row in summary["points"] if row["served"])
+    return f"dynhat serve {source} --points {summary['points_file']} --budget-ms {math.ceil(slowest / 10) * 10}"
 
