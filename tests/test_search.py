@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,21 @@ def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, s
     assert main(["points", "config", str(tmp_path / "points.yml"), "--point", "fastest",
                  "--out", str(tmp_path / "fastest.yml")]) == 0
     assert SubTransformerConfig.from_yaml(tmp_path / "fastest.yml") == small
+
+
+def test_with_bleu_on_every_point_the_served_points_are_ranked_by_it(space: DesignSpace) -> None:
+    small, large = smallest(space), largest(space)
+    bleu = {(small.id, 4): 30.0, (large.id, 4): 34.0, (small.id, 1): 28.0, (large.id, 1): 29.0}
+    points = [OperatingPoint(small, 80.0, 60.0, 3.9, 61.0), OperatingPoint(large, 200.0, 150.0, 3.2, 160.0),
+              OperatingPoint(small, 80.0, None, 3.9, 30.0, beam=1),
+              OperatingPoint(large, 200.0, None, 3.2, 55.0, beam=1)]
+    scored = [replace(p, bleu=bleu[p.config.id, p.beam]) for p in points]
+    lib = PointLibrary(scored, "multi30k-cpu", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1)
+    # the small SubTransformer at beam 4 translates better than the large one's greedy variant (lower loss)
+    assert [p.id for p in lib.efficient()] == [f"{small.id}-b1", f"{large.id}-b1", small.id, large.id]
+    assert lib.select("best").id == large.id and lib.quality(scored[0]) < lib.quality(scored[3])
+    partly = replace(lib, points=[*scored[:3], points[3]])  # one point without BLEU: ranked by loss
+    assert [p.id for p in partly.efficient()] == [f"{small.id}-b1", f"{large.id}-b1", large.id]
 
 
 def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:

@@ -71,12 +71,6 @@ class OperatingPoint:
             raise ValueError(f"point {self.id} has neither a measured nor a predicted latency")
         return self.predicted_ms
 
-    @property
-    def quality(self) -> tuple[float, int]:
-        """Sort key, best first: the validation loss, then the wider beam (a beam's loss is its
-        SubTransformer's; a wider beam searches more of the same model's output space)."""
-        return self.valid_loss, -self.beam
-
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "constraint_ms": self.constraint_ms,
                "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 4),
@@ -115,13 +109,20 @@ class PointLibrary:
             first.setdefault(p.id, p)
         return list(first.values())
 
+    def quality(self, point: OperatingPoint) -> tuple[float, float, int]:
+        """Sort key, best first: the BLEU measured on the library's test sentences where every point has one, then
+        the validation loss, then the wider beam. BLEU sees what a beam adds and a loss cannot (a beam's loss is
+        its SubTransformer's): ranked by loss alone, a deeper SubTransformer's greedy variant outranks a shallower
+        one at beam 4 that translates better and faster. A library without BLEU everywhere ranks by loss."""
+        by_bleu = all(p.bleu is not None for p in self.points)
+        return -(point.bleu or 0.0) if by_bleu else 0.0, point.valid_loss, -point.beam
+
     def efficient(self) -> list[OperatingPoint]:
         """What a runtime serves, fastest first: each point once, without those another point beats on both
-        latency and quality (with decoding variants, a large SubTransformer's greedy variant can be faster and
-        better than a smaller one at beam 4)."""
+        latency and quality (``quality``)."""
         kept: list[OperatingPoint] = []
-        for p in sorted(self.unique(), key=lambda p: (p.latency_ms, p.quality)):
-            if not kept or p.quality < kept[-1].quality:
+        for p in sorted(self.unique(), key=lambda p: (p.latency_ms, self.quality(p))):
+            if not kept or self.quality(p) < self.quality(kept[-1]):
                 kept.append(p)
         return kept
 

@@ -20,7 +20,7 @@ from typing import Protocol
 class Candidate:
     index: int
     expected_ms: float  # for this request, under current conditions
-    quality: float  # lower is better (the translator passes each point's rank by validation loss, then beam)
+    quality: float  # lower is better (the translator passes each point's rank by PointLibrary.quality)
     typical_ms: float | None = None  # for a sentence of typical length, under current conditions
 
     @property

@@ -4,14 +4,15 @@ All points share the SuperTransformer's weights: a switch is a look-up of the po
 the translator is built (``model.serving``: views, with a point's strided slices copied contiguous; no copy and no
 reload on a switch). A point decodes with its own beam (a searched SubTransformer at beam 4, or a greedy decoding
 variant of it); the translator serves the library's efficient points (``PointLibrary.efficient``), ranked by quality
-(validation loss, then the wider beam). Each point has a cost model at each thread count, given to the constructor
-(``runtime.costs.calibrate``: a short calibration with the measurement protocol, encoder and decoder time for a
-30-token sentence at the point's beam; or a saved ``CostModel``), scaled to each sentence's length; the slowdown
-tracker of that thread count turns it into what this request should take now, and the policy picks the point. The
-thread count follows the cores that other processes leave free: intra-op threads that must share a core with a busy
-process stall every parallel region (measured in docs/runtime.md), so when cores are taken the translator uses fewer
-threads rather than fight for them. A request runs entirely on the point chosen when it started, and its result says
-which point and thread count that was and how long it took.
+(``PointLibrary.quality``: BLEU on the library's test sentences, then validation loss, then the wider beam). Each
+point has a cost model at each thread count, given to the constructor (``runtime.costs.calibrate``: a short
+calibration with the measurement protocol, encoder and decoder time for a 30-token sentence at the point's beam; or
+a saved ``CostModel``), scaled to each sentence's length; the slowdown tracker of that thread count turns it into
+what this request should take now, and the policy picks the point. The thread count follows the cores that other
+processes leave free: intra-op threads that must share a core with a busy process stall every parallel region
+(measured in docs/runtime.md), so when cores are taken the translator uses fewer threads rather than fight for them.
+A request runs entirely on the point chosen when it started, and its result says which point and thread count that
+was and how long it took.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class DynamicTranslator:
         self.model, self.vocab = None if model is None else model.eval(), vocab
         self.points: list[OperatingPoint] = library.efficient()
         # the policies compare one number, lower is better: the rank by quality
-        order = sorted(range(len(self.points)), key=lambda i: self.points[i].quality)
+        order = sorted(range(len(self.points)), key=lambda i: library.quality(self.points[i]))
         self.quality_rank = [order.index(i) for i in range(len(self.points))]
         self.library = library
         self.policy = policy or HysteresisPolicy()

@@ -5,8 +5,8 @@ that costs nothing to switch, as CTranslate2 and Marian users set it per request
 row instead of four and skips the beam's bookkeeping, which halves a served sentence of every point on a 2-core
 CPU and lowers the library's floor more than the search's smallest SubTransformer can (docs/search.md). A variant
 is verified as a searched point is: the measurement protocol at its beam on the device, BLEU on the library's test
-sentences at its beam. Its validation loss is its SubTransformer's, so the runtime ranks it just below its parent
-(``OperatingPoint.quality``), and ``PointLibrary.efficient`` drops the points a variant beats on both counts.
+sentences at its beam. Its validation loss is its SubTransformer's; the runtime ranks points by that BLEU
+(``PointLibrary.quality``), and ``PointLibrary.efficient`` drops the points another beats on both counts.
 
 Precision is the third knob (``dynhat serve --precision int8``): ``add_int8_bleu`` scores each point on the same
 test sentences with its projections in int8, beside its float32 BLEU.
