@@ -95,6 +95,9 @@ def test_by_default_the_main_job_serves_the_shipped_release(data_dir: Path, tmp_
     again = run_pipeline(_settings(tmp_path, run))
     assert {name: (run / name).stat().st_mtime_ns for name in stamps} == stamps and len(checks) == 1
     assert again["points"] == summary["points"] and again["targets"] == summary["targets"]
+    export_checkpoint(tmp_path / "toy.pt", tmp_path / "shipped" / "multi30k-en-de", dtype="fp16")  # a new version
+    with pytest.raises(DataError, match=r"whose files have changed since .* delete .* to run the job again"):
+        run_pipeline(_settings(tmp_path, run))
 
 
 def test_the_quality_target_says_how_much_switching_could_gain_at_most() -> None:

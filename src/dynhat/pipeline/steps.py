@@ -121,9 +121,11 @@ def _model(steps: _Steps, settings: PipelineSettings, run: Path, root: Path, val
     if record.exists():
         earlier = json.loads(record.read_text(encoding="utf-8"))
         if earlier != origin:
+            changed = (f"whose files have changed since (sha256 {earlier.get('sha256')} then, {facts['sha256']} now: "
+                       "another dynhat version or a new export)" if earlier.get("source") == origin["source"]
+                       else f"(sha256 {earlier.get('sha256', 'of its own training')}), not of {kind} {path}")
             raise DataError(f"{record}: {run} holds the run of {earlier.get('kind')} {earlier.get('source')} "
-                            f"(sha256 {earlier.get('sha256', 'of its own training')}), not of {kind} {path}: "
-                            "pass another --run-dir")
+                            f"{changed}: pass another --run-dir, or delete {run} to run the job again")
     else:
         atomic_write_text(record, json.dumps(origin, indent=1) + "\n")
     return path, facts
