@@ -172,9 +172,13 @@ def test_serve_calibrates_and_saves_or_starts_from_a_saved_cost_model(tmp_path: 
     threads = torch.get_num_threads()
     assert main([*command, "--save-costs", str(saved)]) == 0
     assert served[-1].costs_by_threads == CostModel.load(saved).by_threads
+    announced = capsys.readouterr().err  # which points it serves, before it listens
+    listed = ", ".join(f"{p.id} ({p.latency_ms:.0f} ms where searched)" for p in served[-1].points)
+    assert announced == f"dynhat serve: {len(served[-1].points)} points of points.yml: {listed}\n"
     monkeypatch.setattr(dynhat.runtime.costs, "calibrate", lambda *_a, **_k: pytest.fail("calibrated"))
     assert main([*command, "--costs", str(saved)]) == 0  # starts from the saved model, measuring nothing
     assert served[-1].costs_by_threads == CostModel.load(saved).by_threads and len(served) == 2
+    capsys.readouterr()
     assert main([*command, "--costs", str(saved), "--threads", "2"]) == 2  # calibrated for 1 thread only
     err = capsys.readouterr().err
     assert "costs.json: costs at 2 thread(s)" in err and err.count("\n") == 1

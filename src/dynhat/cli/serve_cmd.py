@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dynhat.inference.engine import is_engine
 
     if is_engine(args.checkpoint):  # no torch in this process
-        serve(_engine_translator(args), args.host, args.port, limits)
+        serve(_announced(_engine_translator(args), f"{args.checkpoint}/points.yml"), args.host, args.port, limits)
         return 0
     from dynhat.inference.measure import pinned
     from dynhat.inference.release import library_path
@@ -74,8 +74,17 @@ def _serve(args: argparse.Namespace) -> int:
     args.points = library_path(args.checkpoint, args.points)  # before the model loads: a missing library fails fast
 
     with pinned(None, args.threads):
-        serve(_translator(args), args.host, args.port, limits)
+        serve(_announced(_translator(args), str(args.points)), args.host, args.port, limits)
     return 0
+
+
+def _announced(translator: DynamicTranslator, library: str) -> DynamicTranslator:
+    """Say which points the service switches between (fastest first) before it starts listening."""
+    import sys
+
+    points = ", ".join(f"{p.id} ({p.latency_ms:.0f} ms where searched)" for p in translator.points)
+    print(f"dynhat serve: {len(translator.points)} points of {library}: {points}", file=sys.stderr, flush=True)
+    return translator
 
 
 def _costs(args: argparse.Namespace, points: list, calibrate: Callable[[], CostModel]) -> CostModel:
