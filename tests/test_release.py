@@ -132,6 +132,10 @@ def test_a_release_holds_its_library_for_serving_and_translating_by_point_name(t
     (tmp_path / "copy.yml").write_bytes((out / "points.yml").read_bytes())
     with pytest.raises(DataError, match="belong to checkpoint"):  # the same file elsewhere: the checkpoint's
         PointLibrary.load(tmp_path / "copy.yml", checkpoint=out)
+    assert main(["points", "show", str(out)]) == 0  # the names --point takes
+    listed = capsys.readouterr().out
+    assert "3 points, 3 served" in listed and f"fastest {smallest(model.space).id}\n" in listed
+    assert f"middle  {largest(model.space).id}-b1\n" in listed and f"best    {largest(model.space).id}\n" in listed
     (tmp_path / "in.txt").write_text(LINES[0] + "\n" + LINES[1] + "\n")
     assert main(["translate", str(out), "--point", "middle", "--input", str(tmp_path / "in.txt")]) == 0
     by_point = capsys.readouterr().out

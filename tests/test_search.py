@@ -241,7 +241,7 @@ def test_library_of_a_reduced_space_carries_its_space(tmp_path: Path, space: Des
         PointLibrary.load(tmp_path / "bare.yml")
 
 
-def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, space: DesignSpace) -> None:
+def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, space: DesignSpace, capsys) -> None:
     small, large = smallest(space), largest(space)
     points = [OperatingPoint(small, 80.0, 60.0, 3.9, 61.0), OperatingPoint(large, 200.0, 150.0, 3.2, 160.0),
               OperatingPoint(small, 80.0, None, 3.9, 30.0, beam=1),
@@ -277,6 +277,9 @@ def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, s
         f"{small.id}-b1", f"{large.id}-b1", large.id, large.id]
     with pytest.raises(DataError, match="no served point 'nope'"):
         back.select("nope")
+    assert main(["points", "show", str(tmp_path / "points.yml")]) == 0  # no BLEU, no measured latency: dashes
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 + len(points) and listed[2].split()[:5] == ["80.0", "-", "30.00", "3.9000", "-"]
     assert main(["points", "config", str(tmp_path / "points.yml"), "--point", "fastest",
                  "--out", str(tmp_path / "fastest.yml")]) == 0
     assert SubTransformerConfig.from_yaml(tmp_path / "fastest.yml") == small

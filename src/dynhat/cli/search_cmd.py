@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from dynhat.cli.args import integer
@@ -130,6 +131,11 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     _data_source(int8)
     int8.set_defaults(func=_points_int8)
 
+    show = actions.add_parser("show", help="list a library's points: latency, loss, BLEU, how the runtime serves "
+                                           "each (the names --point takes)")
+    show.add_argument("library", help="operating-point library, or a release (folder or shipped name): its points.yml")
+    show.set_defaults(func=_points_show)
+
     config = actions.add_parser("config", help="write a served point's SubTransformer as a YAML (what `train "
                                                "--sampling fixed --fixed-config` reads to train it alone)")
     config.add_argument("library", help="operating-point library")
@@ -161,16 +167,19 @@ def _reduce(args: argparse.Namespace) -> int:
 
 
 def print_library(library: Any) -> None:
-    served = {p.id for p in library.efficient()}
+    """One row per constraint (a point that won several shows in each), with how the runtime serves it."""
     int8 = any(p.bleu_int8 is not None for p in library.points)
     print(f"{'constraint':>10} {'predicted':>9} {'measured':>8} {'loss':>7} {'BLEU':>6} "
-          + (f"{'int8':>6} " if int8 else "") + f"{'dec':>3} {'beam':>4}  id")
+          + (f"{'int8':>6} " if int8 else "") + f"{'dec':>3} {'beam':>4}  {'served':<7} id")
+
+    def cell(value: float | None, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
     for p in library.sorted():
-        predicted = "-" if p.predicted_ms is None else f"{p.predicted_ms:.2f}"
-        quantized = ("" if not int8 else "     - " if p.bleu_int8 is None else f"{p.bleu_int8:>6.2f} ")
-        print(f"{p.constraint_ms:>10.1f} {predicted:>9} {p.measured_ms:>8.2f} {p.valid_loss:>7.4f} {p.bleu:>6.2f} "
-              f"{quantized}{p.config.decoder_layer_num:>3} {p.beam:>4}  {p.id}"
-              + ("" if p.id in served else "  (not served)"))
+        quantized = cell(p.bleu_int8, 6, 2) + " " if int8 else ""
+        print(f"{p.constraint_ms:>10.1f} {cell(p.predicted_ms, 9, 2)} {cell(p.measured_ms, 8, 2)} "
+              f"{p.valid_loss:>7.4f} {cell(p.bleu, 6, 2)} {quantized}{p.config.decoder_layer_num:>3} {p.beam:>4}  "
+              f"{library.served_as(p):<7} {p.id}")
 
 
 def _library_and_tests(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, Any]:
@@ -259,6 +268,18 @@ def _points_int8(args: argparse.Namespace) -> int:
     scored.save(args.out)
     print_library(scored)
     print(f"int8 BLEU on {len(tests.src)} test_2016_flickr sentences; wrote {args.out}")
+    return 0
+
+
+def _points_show(args: argparse.Namespace) -> int:
+    from dynhat.inference.points import PointLibrary
+    from dynhat.inference.release import is_release, library_path
+
+    path = library_path(args.library, None) if is_release(args.library) else Path(args.library)
+    library = PointLibrary.load(path)
+    print(f"{path}: {len(library.unique())} points, {len(library.efficient())} served; measured on "
+          f"{library.device.get('cpu', 'an unnamed CPU')} at {library.threads} thread(s), space {library.space}")
+    print_library(library)
     return 0
 
 

@@ -126,6 +126,15 @@ class PointLibrary:
                 kept.append(p)
         return kept
 
+    def served_as(self, point: OperatingPoint) -> str:
+        """How a runtime serves ``point``: by the names ``select`` gives it, as another served point (``yes``), or
+        not at all (``no``: another point is faster and better)."""
+        served = [p.id for p in self.efficient()]
+        if point.id not in served:
+            return "no"
+        named = [n for n in ("fastest", "middle", "best") if self.select(n).id == point.id]
+        return ", ".join(named) or "yes"
+
     def select(self, name: str, source: str = "the library") -> OperatingPoint:
         """A served point by name: ``fastest`` / ``smallest``, ``middle``, ``best`` / ``largest`` (of
         ``efficient()``), a point id, or a SubTransformer id (its widest beam)."""

@@ -168,7 +168,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         rows = []
         for point in library.unique():
             splits = {} if score is None else {"bleu_splits": dict(score(model, vocab, point))}
-            rows.append(point.to_dict() | splits | {"served": _served_as(library, point)})
+            rows.append(point.to_dict() | splits | {"served": library.served_as(point)})
     return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin), library)
 
 
@@ -189,15 +189,6 @@ def training_facts(checkpoint: str | Path, name: str, train_command: str | None 
     if train_command:
         facts["train_command"] = train_command
     return facts
-
-
-def _served_as(library: PointLibrary, point: Any) -> str:
-    """How a runtime serves ``point``: by the name ``select`` gives it, as another served point, or not at all."""
-    served = [p.id for p in library.efficient()]
-    if point.id not in served:
-        return "no"
-    named = [n for n in ("fastest", "middle", "best") if library.select(n).id == point.id]
-    return ", ".join(named) or "yes"
 
 
 def _round(model: SuperTransformer, dtype: torch.dtype) -> None:
