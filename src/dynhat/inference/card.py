@@ -60,7 +60,9 @@ def _points_section(name: str, points: Sequence[Mapping[str, Any]], library: Map
                 else ".")
              + f" The library is this release's `points.yml`: `dynhat serve {name} --budget-ms MS` switches between "
              f"its served points, `dynhat translate {name} --point best` (or fastest, middle, a point's id) "
-             "translates with one.")
+             "translates with one. *Served*: the name a point is selected by, `yes` for the other served points, `no` "
+             "where another point is faster and ranks better (`PointLibrary.quality`: the library's BLEU, then "
+             "validation loss, then beam).")
     head = ["point", "served", "decoder layers", "beam", "measured ms", "BLEU (library)",
             *(f"BLEU {s}" for s in splits)]
     lines = ["", "## Operating points of the reference library", "", intro, "",
