@@ -165,7 +165,7 @@ def test_translate_takes_an_engine_folder_and_needs_no_torch(tmp_path) -> None:
     engine = load_engine(out)
     assert engine.point("fastest").config == configs[0] and engine.point("best").config == configs[1]
     assert engine.point(configs[1].id) == engine.point("best")
-    with pytest.raises(DataError, match="no served point 'nope'"):
+    with pytest.raises(DataError, match="no point 'nope'"):
         engine.point("nope")
     blocked = "import sys; sys.modules['torch'] = None; from dynhat.cli import main; sys.exit(main(sys.argv[1:]))"
     for name in ("fastest", "best"):

@@ -275,7 +275,7 @@ def test_decoding_variants_round_trip_and_the_efficient_points(tmp_path: Path, s
     # named points (what `dynhat points config` writes for `train --fixed-config`)
     assert [back.select(n).id for n in ("fastest", "middle", "best", large.id)] == [
         f"{small.id}-b1", f"{large.id}-b1", large.id, large.id]
-    with pytest.raises(DataError, match="no served point 'nope'"):
+    with pytest.raises(DataError, match="no point 'nope'"):
         back.select("nope")
     assert main(["points", "show", str(tmp_path / "points.yml")]) == 0  # no BLEU, no measured latency: dashes
     listed = capsys.readouterr().out.splitlines()
@@ -298,6 +298,7 @@ def test_with_bleu_on_every_point_the_served_points_are_ranked_by_it(space: Desi
     assert lib.select("best").id == large.id and lib.quality(scored[0]) < lib.quality(scored[3])
     partly = replace(lib, points=[*scored[:3], points[3]])  # one point without BLEU: ranked by loss
     assert [p.id for p in partly.efficient()] == [f"{small.id}-b1", f"{large.id}-b1", large.id]
+    assert partly.select(small.id) is scored[0]  # by id any point, served or not
 
 
 def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:

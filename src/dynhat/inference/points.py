@@ -136,17 +136,19 @@ class PointLibrary:
         return ", ".join(named) or "yes"
 
     def select(self, name: str, source: str = "the library") -> OperatingPoint:
-        """A served point by name: ``fastest`` / ``smallest``, ``middle``, ``best`` / ``largest`` (of
-        ``efficient()``), a point id, or a SubTransformer id (its widest beam)."""
-        served = self.efficient()
+        """A point by name: ``fastest`` / ``smallest``, ``middle``, ``best`` / ``largest`` (of ``efficient()``),
+        a point id, or a SubTransformer id (its widest served beam, else its widest beam): by id any point of the
+        library, served or not."""
+        served, points = self.efficient(), self.unique()
         named = {"fastest": served[0], "smallest": served[0], "middle": served[len(served) // 2],
                  "best": served[-1], "largest": served[-1]}
         if name in named:
             return named[name]
-        found = [p for p in served if name in (p.id, p.config.id)]
+        found = ([p for p in points if p.id == name] or [p for p in served if p.config.id == name]
+                 or [p for p in points if p.config.id == name])
         if not found:
-            raise DataError(f"{source}: no served point {name!r}; expected fastest, middle, best or one of "
-                            f"{[p.id for p in served]}")
+            raise DataError(f"{source}: no point {name!r}; expected fastest, middle, best or one of "
+                            f"{[p.id for p in points]}")
         return max(found, key=lambda p: p.beam)
 
     def save(self, path: str | Path) -> None:
