@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dynhat.errors import ConfigError
 from dynhat.inference.points import PointLibrary
-from dynhat.inference.release import is_release, library_path
+from dynhat.inference.release import library_file
 from dynhat.space import SubTransformerConfig
 from dynhat.train.trainer import checkpoint_finished
 
@@ -61,7 +61,7 @@ def main() -> None:
     if ranks < 1 or args.micro_batches % ranks:
         raise SystemExit(f"--ranks {ranks} must divide --micro-batches {args.micro_batches}")
 
-    path = library_path(args.library, None) if is_release(args.library) else Path(args.library)
+    path = library_file(args.library)
     library = PointLibrary.load(path)
     twins = []
     for name in args.points.split(","):

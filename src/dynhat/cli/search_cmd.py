@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from dynhat.cli.args import integer
@@ -273,9 +272,9 @@ def _points_int8(args: argparse.Namespace) -> int:
 
 def _points_show(args: argparse.Namespace) -> int:
     from dynhat.inference.points import PointLibrary
-    from dynhat.inference.release import is_release, library_path
+    from dynhat.inference.release import library_file
 
-    path = library_path(args.library, None) if is_release(args.library) else Path(args.library)
+    path = library_file(args.library)
     library = PointLibrary.load(path)
     print(f"{path}: {len(library.unique())} points, {len(library.efficient())} served; measured on "
           f"{library.device.get('cpu', 'an unnamed CPU')} at {library.threads} thread(s), space {library.space}")

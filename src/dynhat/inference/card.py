@@ -42,8 +42,7 @@ def _reproduce(facts: Mapping[str, Any]) -> list[str]:
                  "```bash", f"dynhat train --config train.yml --run-dir runs/{facts.get('name', 'model')}"]
     else:
         return []
-    exported = facts.get("released_with") or []
-    steps += [*([exported] if isinstance(exported, str) else exported), "```"]
+    steps += [*facts.get("released_with", []), "```"]  # every export, in order (export_checkpoint)
     return ["", "## Reproduce", "", *steps]
 
 

@@ -129,10 +129,10 @@ class PointLibrary:
     def served_as(self, point: OperatingPoint) -> str:
         """How a runtime serves ``point``: by the names ``select`` gives it, as another served point (``yes``), or
         not at all (``no``: another point is faster and better)."""
-        served = [p.id for p in self.efficient()]
-        if point.id not in served:
+        served = self.efficient()
+        if point.id not in {p.id for p in served}:
             return "no"
-        named = [n for n in ("fastest", "middle", "best") if self.select(n).id == point.id]
+        named = [n for n, p in _named(served).items() if n in ("fastest", "middle", "best") and p.id == point.id]
         return ", ".join(named) or "yes"
 
     def select(self, name: str, source: str = "the library") -> OperatingPoint:
@@ -140,8 +140,7 @@ class PointLibrary:
         a point id, or a SubTransformer id (its widest served beam, else its widest beam): by id any point of the
         library, served or not."""
         served, points = self.efficient(), self.unique()
-        named = {"fastest": served[0], "smallest": served[0], "middle": served[len(served) // 2],
-                 "best": served[-1], "largest": served[-1]}
+        named = _named(served)
         if name in named:
             return named[name]
         found = ([p for p in points if p.id == name] or [p for p in served if p.config.id == name]
@@ -199,6 +198,12 @@ def checkpoint_sha256(checkpoint: str | Path) -> str:
     from dynhat.inference.release import is_release, release_dir  # only with a model loaded: torch is there
 
     return file_sha256(release_dir(checkpoint) if is_release(checkpoint) else checkpoint)
+
+
+def _named(served: list[OperatingPoint]) -> dict[str, OperatingPoint]:
+    """The names ``select`` takes, over the served points (fastest first)."""
+    return {"fastest": served[0], "smallest": served[0], "middle": served[len(served) // 2], "best": served[-1],
+            "largest": served[-1]}
 
 
 def _ships_with(path: Path, checkpoint: str | Path) -> bool:

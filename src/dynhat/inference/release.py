@@ -103,6 +103,11 @@ def library_path(checkpoint: str | Path, points: str | Path | None,
     return shipped
 
 
+def library_file(source: str | Path) -> Path:
+    """A library file as given, or the library a release (folder or shipped name) holds."""
+    return library_path(source, None) if is_release(source) else Path(source)
+
+
 def export_release(model: SuperTransformer, vocab: Vocabulary | HatVocabulary, out_dir: str | Path,
                    dtype: str = "bf16", facts: dict[str, Any] | None = None, card: str = "",
                    library: PointLibrary | None = None) -> Path:
