@@ -22,6 +22,7 @@ from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.io import atomic_write
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.search.decoding import rescore_bleu
 from dynhat.search.evolution import EvolutionSettings
 from dynhat.search.operating_points import SearchSettings, constraints_between, search_operating_points
 
@@ -54,10 +55,10 @@ def _run(args: argparse.Namespace) -> None:
     evolution = EvolutionSettings.for_population(args.population, iterations=args.generations)
     root = shared_data_dir() / "multi30k"
     settings = SearchSettings(constraints, "pareto", args.valid_sentences, evolution=evolution, verify_runs=100)
-    report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
-                                     load_multi30k("test_2016_flickr", root), settings)
+    report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root), settings)
     report.library.save(args.out)
-    points = report.library.sorted()
+    test = load_multi30k("test_2016_flickr", root)
+    points = rescore_bleu(report.library, model, vocab, "test_2016_flickr", test).sorted()
     lines = [HEADING, "", f"Command: `python benchmarks/operating_points.py {args.checkpoint} {args.predictor} "
              f"--points {n} --population {args.population} --generations {args.generations} --valid-sentences "
              f"{args.valid_sentences}{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "

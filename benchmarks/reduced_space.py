@@ -25,6 +25,7 @@ from dynhat.inference.checkpoint import load_checkpoint, load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.search.decoding import rescore_bleu
 from dynhat.search.evolution import EvolutionSettings
 from dynhat.search.operating_points import SearchReport, SearchSettings, predictor_latency, search_operating_points
 from dynhat.search.reduce import usage
@@ -49,13 +50,15 @@ def _budget(checkpoint: str) -> str:
 
 
 def _search(checkpoint: str, predictor: LatencyPredictor, constraints: tuple[float, ...], settings: SearchSettings,
-            out: Path) -> SearchReport:
+            out: Path) -> tuple[SearchReport, PointLibrary]:
+    """The search on ``checkpoint`` (its library written to ``out``) and that library's points scored on all of
+    test_2016_flickr."""
     model, vocab = load_trained(checkpoint)
     root = shared_data_dir() / "multi30k"
-    report = search_operating_points(model, vocab, checkpoint, predictor, load_multi30k("val", root),
-                                     load_multi30k("test_2016_flickr", root), settings)
+    report = search_operating_points(model, vocab, checkpoint, predictor, load_multi30k("val", root), settings)
     report.library.save(out)
-    return report
+    test = load_multi30k("test_2016_flickr", root)
+    return report, rescore_bleu(report.library, model, vocab, "test_2016_flickr", test)
 
 
 def main() -> None:
@@ -94,7 +97,7 @@ def _run(args: argparse.Namespace) -> None:
     evolution = EvolutionSettings.for_population(args.population, iterations=args.generations)
     settings = SearchSettings(constraints, "pareto", args.valid_sentences, evolution=evolution,
                               verify_runs=args.verify_runs)
-    reports = {name: _search(ckpt, predictor, constraints, settings, out / f"{name}.yml")
+    searched = {name: _search(ckpt, predictor, constraints, settings, out / f"{name}.yml")
                for name, ckpt in (("original", args.full), ("reduced", args.reduced))}
 
     family = [p.config for lib in map(PointLibrary.load, args.family) for p in lib.points]
@@ -121,7 +124,8 @@ def _run(args: argparse.Namespace) -> None:
               "| constraint (ms) | original: measured (ms) | loss | BLEU | reduced: measured (ms) | loss | BLEU | "
               "BLEU change |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     changes = []
-    pairs = zip(reports["original"].library.sorted(), reports["reduced"].library.sorted(), strict=True)
+    reports = {name: report for name, (report, _) in searched.items()}
+    pairs = zip(*(scored.sorted() for _, scored in searched.values()), strict=True)
     for a, b in pairs:
         changes.append(b.bleu - a.bleu)
         lines.append(f"| {a.constraint_ms:g} | {a.measured_ms:.1f} (L{a.config.decoder_layer_num}) | "

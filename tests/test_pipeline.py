@@ -31,7 +31,7 @@ def _settings(tmp_path: Path, run: Path, **kwargs: object) -> PipelineSettings:
     phases.write_text(yaml.safe_dump({"threads": 1, "budget_factor": 1.0, "phases": [
         {"name": "all cores", "sentences": 3}, {"name": "lower budget", "sentences": 3, "budget_factor": 0.5}]}))
     return PipelineSettings(run_dir=str(run), latency_configs=12, latency_runs=3, latency_retries=0, constraints=2,
-                            population=6, generations=1, valid_sentences=8, test_sentences=8, scenario=str(phases),
+                            population=6, generations=1, valid_sentences=8, bleu_sentences=8, scenario=str(phases),
                             cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
@@ -46,6 +46,7 @@ def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path
         assert (run / name).is_file(), name
     library = PointLibrary.load(run / "operating_points.yml", checkpoint=run / "checkpoint_best.pt")
     assert library.points and all(p.measured_ms and p.measured_ms > 0 and p.bleu is not None for p in library.points)
+    assert library.bleu_set() == ("val", 8)  # the served points are chosen on validation sentences, not test
     assert json.loads((run / "summary.json").read_text()) == summary
     overall = {row["run"]: row for row in summary["scenario"]}
     searched = {p.config.id for p in library.points if p.beam == 4}

@@ -55,7 +55,8 @@ def test_an_added_point_is_verified_as_the_search_verifies(tmp_path: Path) -> No
     model, vocab, library = toy_parts(tmp_path)
     lines = [" ".join(str(t) for t in range(4 + i, 9 + i)) for i in range(8)]
     corpus = ParallelCorpus(lines, lines, "en", "de", "toy")
-    library.fitness = {"valid_sentences": 6, "seed": 1, "precision": "float32", "test_sentences": 4}
+    library.fitness = {"valid_sentences": 6, "seed": 1, "precision": "float32", "bleu_split": "val",
+                       "bleu_sentences": 4}
     library.points = [p for p in library.points if p.config != middle(model.space)]
     with pytest.raises(ConfigError, match="no point nope"):
         find_point(library, "nope", "lib.yml")
@@ -105,7 +106,7 @@ def test_points_add_verb_adds_a_verified_point_to_a_library(tmp_path: Path, data
     HatPredictor(steps=5, seed=0).fit(LatencyTable(features, features[:, 0] / 10, features[:, 4] / 10, np.zeros(40),
                                                   np.zeros(40), "toy.csv")).save(tmp_path / "predictor.pt")
     origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
-    fitness = {"valid_sentences": 4, "seed": 0, "precision": "float32", "test_sentences": 3}
+    fitness = {"valid_sentences": 4, "seed": 0, "precision": "float32", "bleu_split": "val", "bleu_sentences": 3}
 
     def library(configs, name: str) -> Path:
         points = [OperatingPoint(c, 10.0 * (i + 1), 9.0, 3.0, 9.5, 1.0, 100) for i, c in enumerate(configs)]
@@ -135,7 +136,7 @@ def test_points_int8_verb_scores_every_point_in_int8(tmp_path: Path, data_dir: P
     origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
     points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 1.0, 100),
               OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 2.0, 100, beam=1)]
-    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"test_sentences": 3},
+    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"bleu_split": "val", "bleu_sentences": 3},
                  space.to_dict()).save(tmp_path / "lib.yml")
     args = ["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--out", str(tmp_path / "q.yml"),
             "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
@@ -144,3 +145,32 @@ def test_points_int8_verb_scores_every_point_in_int8(tmp_path: Path, data_dir: P
     assert [p.bleu for p in scored.sorted()] == [1.0, 2.0]
     assert all(p.bleu_int8 is not None and 0 <= p.bleu_int8 <= 100 for p in scored.points)
     assert main([*args[:2], str(tmp_path / "other.pt"), *args[3:]]) == 2  # no such checkpoint
+
+
+@pytest.mark.shared_data
+def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path: Path, data_dir: Path) -> None:
+    from helpers.toy_checkpoint import toy_checkpoint
+
+    from dynhat.cli import main
+    from dynhat.data.fetch import load_multi30k
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.io import file_sha256
+    from dynhat.search.decoding import point_bleu
+    from dynhat.search.operating_points import first_sentences
+
+    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
+    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
+    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 91.0, 100),
+              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 92.0, 100, beam=1)]
+    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"test_sentences": 3},  # its BLEU on test
+                 space.to_dict()).save(tmp_path / "lib.yml")
+    args = ["points", "bleu", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--sentences", "5", "--out",
+            str(tmp_path / "val.yml"), "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    scored = PointLibrary.load(tmp_path / "val.yml", checkpoint=tmp_path / "toy.pt", space=space)
+    assert scored.bleu_set() == ("val", 5) and "test_sentences" not in scored.fitness
+    model, vocab = load_trained(tmp_path / "toy.pt")
+    val = first_sentences(load_multi30k("val", data_dir / "multi30k"), 5)
+    assert [p.bleu for p in scored.sorted()] == [point_bleu(model, vocab, p.config, val, p.beam) for p in points]
+    with pytest.raises(SystemExit):
+        main([*args[:4], "--split", "train", *args[4:]])  # not a split to score on

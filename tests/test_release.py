@@ -84,7 +84,7 @@ def _toy_library(checkpoint, model, out) -> None:
               OperatingPoint(largest(model.space), 30.0, 19.0, 4.0, 19.8, 2.5, 200),
               OperatingPoint(largest(model.space), 20.0, None, 4.0, 12.0, 2.0, 200, beam=1)]
     PointLibrary(points, model.space.name, {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
-                 {"cpu": "toy CPU", "logical_cores": 2, "torch": "x"}, 1, {"test_sentences": 8},
+                 {"cpu": "toy CPU", "logical_cores": 2, "torch": "x"}, 1, {"bleu_split": "val", "bleu_sentences": 8},
                  model.space.to_dict()).save(out)
 
 
@@ -107,6 +107,7 @@ def test_the_card_states_each_points_bleu_per_split_the_command_and_every_sha256
     assert card.count(f"| {largest(model.space).id} | ") == 1  # each point once, at its tightest constraint
     assert f"| {largest(model.space).id} | best | 2 | 4 | 19.5 |" in card  # served as: the name it selects by
     assert "| BLEU test_2016_flickr | BLEU test_2017_flickr |" in card
+    assert "*library* on the first 8 val sentences (what ranks the served points)" in card
     assert f"| {largest(model.space).id}-b1 | middle | 2 | 1 | 12.0 | 2.0 | 31.0 | 21.0 |" in card
     assert f"| {smallest(model.space).id} | fastest | 1 | 4 | 9.5 | 1.5 | 34.0 | 24.0 |" in card
     assert "`dynhat translate rel --point best`" in card

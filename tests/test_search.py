@@ -325,6 +325,30 @@ def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:
         add_variants(lib, model, _TextVocab(), tests, beams=(0,), progress=False)
 
 
+def test_rescored_bleu_reranks_the_served_points_and_records_its_sentences(toy) -> None:
+    from dynhat.search.decoding import point_bleu, rescore_bleu
+
+    model, space = toy
+    model.eval()
+    small, large = smallest(space), largest(space)
+    # an older library: its BLEU on test_2016_flickr, the small point ranked best by it
+    lib = PointLibrary([OperatingPoint(small, 10.0, 9.0, 3.0, 9.5, 99.0, bleu_int8=98.0),
+                        OperatingPoint(large, 20.0, 19.0, 2.0, 19.5, 1.0, bleu_int8=1.0)],
+                       "toy", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1, {"valid_sentences": 4,
+                                                                              "test_sentences": 200})
+    assert lib.bleu_set() == ("test_2016_flickr", 200) and [p.id for p in lib.efficient()] == [small.id]
+    sentences = _toy_tests()
+    out = rescore_bleu(lib, model, _TextVocab(), "val", sentences, progress=False)
+    assert out.bleu_set() == ("val", 6) and out.fitness == {"valid_sentences": 4, "bleu_split": "val",
+                                                            "bleu_sentences": 6}
+    for p in out.points:
+        assert p.bleu == point_bleu(model, _TextVocab(), p.config, sentences, p.beam)
+        assert p.bleu_int8 is not None and p.bleu_int8 != 98.0  # measured again, on the same sentences
+    ranked = sorted(out.points, key=out.quality)
+    assert [p.id for p in out.efficient()][-1] == ranked[0].id  # served best: the best on the new sentences
+    assert lib.points[0].bleu == 99.0  # the library given is left as it was
+
+
 def test_int8_bleu_sits_beside_each_points_bleu_and_round_trips(toy, tmp_path: Path) -> None:
     from dynhat.model.quantized import Int8Model
     from dynhat.search.decoding import add_int8_bleu, point_bleu

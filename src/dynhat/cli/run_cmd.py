@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--generations", type=integer(1), default=defaults.generations, help="NSGA-II generations")
     run.add_argument("--valid-sentences", type=integer(1), default=defaults.valid_sentences,
                      help="validation subset of the search's fitness")
+    run.add_argument("--bleu-sentences", type=integer(0), default=0,
+                     help="every point's BLEU, what ranks the served points, on the first N validation sentences "
+                          "(0: all 1,014)")
     run.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario)")
     run.add_argument("--cache-dir", default=None, help="dataset cache")
     run.set_defaults(func=_run)
@@ -50,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                                   train_minutes=args.minutes, latency_configs=args.latency_configs,
                                   latency_runs=args.latency_runs, paired=args.paired, constraints=args.constraints,
                                   population=args.population, generations=args.generations,
-                                  valid_sentences=args.valid_sentences, scenario=args.scenario,
+                                  valid_sentences=args.valid_sentences, bleu_sentences=args.bleu_sentences or None,
+                                  scenario=args.scenario,
                                   cache_dir=args.cache_dir))
     return 0

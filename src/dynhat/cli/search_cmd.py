@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from dynhat.cli.args import integer
+from dynhat.data.fetch import SPLITS
 from dynhat.errors import ConfigError
 
 
@@ -66,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--valid-sentences", type=integer(1), default=100,
                         help="validation subset for the fitness (0: all); 100 ranks SubTransformers as all 1,014 "
                              "do (Spearman 0.999, docs/search.md)")
-    search.add_argument("--test-sentences", type=integer(0), default=0, help="test BLEU on the first N (0: all)")
+    search.add_argument("--bleu-sentences", type=integer(0), default=0,
+                        help="every point's BLEU (what the runtime ranks points by) on the first N validation "
+                             "sentences (0: all 1,014); no test sentence takes part in a choice")
     search.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="of the fitness passes (auto: bfloat16 autocast where the CPU has it natively)")
     search.add_argument("--engine", choices=("ctranslate2",), default=None,
@@ -123,12 +126,22 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     _data_source(add)
     add.set_defaults(func=_points_add)
     int8 = actions.add_parser("int8", help="score every point of a library in int8 too (bleu_int8 beside bleu: "
-                              "what serving with --precision int8 costs), on the library's test sentences")
+                              "what serving with --precision int8 costs), on the library's BLEU sentences")
     int8.add_argument("checkpoint", help="the library's SuperTransformer: checkpoint, release folder or shipped name")
     int8.add_argument("library", help="operating-point library")
     int8.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
     _data_source(int8)
     int8.set_defaults(func=_points_int8)
+    bleu = actions.add_parser("bleu", help="measure every point's BLEU again on the first N sentences of a Multi30k "
+                                           "split (the runtime ranks the served points by it)")
+    bleu.add_argument("checkpoint", help="the library's SuperTransformer: checkpoint, release folder or shipped name")
+    bleu.add_argument("library", help="operating-point library, or a release (folder or shipped name): its points.yml")
+    bleu.add_argument("--split", choices=SPLITS[1:], default="val",
+                      help="Multi30k split (default val: nothing is chosen on test data)")
+    bleu.add_argument("--sentences", type=integer(0), default=0, help="the first N of the split (0: all)")
+    bleu.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
+    _data_source(bleu)
+    bleu.set_defaults(func=_points_bleu)
 
     show = actions.add_parser("show", help="list a library's points: latency, loss, BLEU, how the runtime serves "
                                            "each (the names --point takes)")
@@ -181,26 +194,25 @@ def print_library(library: Any) -> None:
               f"{library.served_as(p):<7} {p.id}")
 
 
-def _library_and_tests(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, Any]:
-    """The checkpoint's model and vocabulary, its library at ``path``, and the test sentences the library's BLEU is
+def _library_and_sentences(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, Any]:
+    """The checkpoint's model and vocabulary, its library at ``path``, and the sentences the library's BLEU is
     stated on (what a point added to or scored in it is verified on)."""
-    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.data.fetch import fetch_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
-    from dynhat.search.operating_points import first_sentences
+    from dynhat.recipes.points import bleu_sentences
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    tests = first_sentences(load_multi30k("test_2016_flickr", root), library.fitness.get("test_sentences"))
-    return model, vocab, library, tests
+    return model, vocab, library, bleu_sentences(library, root)
 
 
 def _variants(args: argparse.Namespace) -> int:
     from dynhat.search.decoding import add_variants
 
-    model, vocab, library, tests = _library_and_tests(args, args.points)
-    extended = add_variants(library, model, vocab, tests, args.beams, args.runs, cpus=args.cpus)
+    model, vocab, library, sentences = _library_and_sentences(args, args.points)
+    extended = add_variants(library, model, vocab, sentences, args.beams, args.runs, cpus=args.cpus)
     extended.save(args.out)
     print_library(extended)
     print(f"{len(extended.points) - len(library.points)} variants added; wrote {args.out}")
@@ -218,7 +230,7 @@ def _search(args: argparse.Namespace) -> int:
     evolution = EvolutionSettings.for_population(args.population, args.parents, iterations=args.iterations,
                                                  patience=args.patience, seed=args.seed)
     settings = SearchSettings(args.constraints, args.mode, args.valid_sentences or None, args.seed, evolution,
-                              verify_runs=args.verify_runs, test_sentences=args.test_sentences or None,
+                              verify_runs=args.verify_runs, bleu_sentences=args.bleu_sentences or None,
                               threads=args.threads, variant_beams=args.variant_beams, precision=args.precision,
                               workers=args.workers, engine=args.engine)
     model, vocab = load_trained(args.checkpoint)
@@ -226,7 +238,7 @@ def _search(args: argparse.Namespace) -> int:
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     with pinned(None, args.threads):
         report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
-                                         load_multi30k("test_2016_flickr", root), settings)
+                                         settings)
     report.library.save(args.out)
     print_library(report.library)
     for o in report.overshoots:
@@ -243,7 +255,7 @@ def _points_add(args: argparse.Namespace) -> int:
     from dynhat.inference.measure import pinned
     from dynhat.inference.points import PointLibrary
     from dynhat.latency.predictor import load_predictor
-    from dynhat.recipes.points import add_point, find_point
+    from dynhat.recipes.points import add_point, bleu_sentences, find_point
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(args.library, checkpoint=args.checkpoint, space=model.space)
@@ -252,7 +264,7 @@ def _points_add(args: argparse.Namespace) -> int:
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     with pinned(None, library.threads):
         point = add_point(library, config, model, vocab, load_predictor(args.predictor), load_multi30k("val", root),
-                          load_multi30k("test_2016_flickr", root), args.runs)
+                          bleu_sentences(library, root), args.runs)
     library.save(args.out)
     print(f"{point.id}: measured {point.measured_ms:.1f} ms, predicted {point.predicted_ms:.1f} ms, valid loss "
           f"{point.valid_loss:.4f}, BLEU {point.bleu}; wrote {args.out}")
@@ -262,11 +274,34 @@ def _points_add(args: argparse.Namespace) -> int:
 def _points_int8(args: argparse.Namespace) -> int:
     from dynhat.search.decoding import add_int8_bleu
 
-    model, vocab, library, tests = _library_and_tests(args, args.library)
-    scored = add_int8_bleu(library, model, vocab, tests)
+    model, vocab, library, sentences = _library_and_sentences(args, args.library)
+    scored = add_int8_bleu(library, model, vocab, sentences)
     scored.save(args.out)
     print_library(scored)
-    print(f"int8 BLEU on {len(tests.src)} test_2016_flickr sentences; wrote {args.out}")
+    print(f"int8 BLEU on the first {len(sentences.src)} {library.bleu_set()[0]} sentences; wrote {args.out}")
+    return 0
+
+
+def _points_bleu(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.inference.checkpoint import load_trained
+    from dynhat.inference.points import PointLibrary, checkpoint_sha256
+    from dynhat.inference.release import library_file
+    from dynhat.search.decoding import rescore_bleu
+    from dynhat.search.operating_points import first_sentences
+
+    model, vocab = load_trained(args.checkpoint)
+    library = PointLibrary.load(library_file(args.library), checkpoint=args.checkpoint, space=model.space)
+    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    sentences = first_sentences(load_multi30k(args.split, root), args.sentences or None)
+    scored = replace(rescore_bleu(library, model, vocab, args.split, sentences),  # of these weights, checked above
+                     checkpoint={"path": str(args.checkpoint), "sha256": checkpoint_sha256(args.checkpoint)})
+    scored.save(args.out)
+    print_library(scored)
+    print(f"BLEU on the first {len(sentences.src)} {args.split} sentences: {len(scored.efficient())} points served; "
+          f"wrote {args.out}")
     return 0
 
 

@@ -7,7 +7,8 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     space: multi30k-cpu                     # design space name (or YAML path)
     space_definition: {HAT's space keys}    # the space itself, so a reduced or custom space needs no other file
     checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
-    fitness: {valid_sentences, seed, mode, precision}   # validation subset and precision of the losses
+    fitness: {valid_sentences, seed, mode, precision,   # validation subset and precision of the losses,
+              bleu_split, bleu_sentences}       # and the sentences every point's ``bleu`` is measured on
     points:                                 # fastest first
       - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers, beam,
         config: {HAT's SubTransformer keys}
@@ -109,8 +110,16 @@ class PointLibrary:
             first.setdefault(p.id, p)
         return list(first.values())
 
+    def bleu_set(self) -> tuple[str, int | None]:
+        """The Multi30k split whose first N sentences (None: all) every point's ``bleu`` is measured on: the
+        validation set, so that ranking points by it selects nothing on test data. A library that records
+        ``test_sentences`` instead (the older format) measured its BLEU on test_2016_flickr."""
+        if "bleu_split" in self.fitness:
+            return str(self.fitness["bleu_split"]), self.fitness.get("bleu_sentences")
+        return "test_2016_flickr", self.fitness.get("test_sentences")
+
     def quality(self, point: OperatingPoint) -> tuple[float, float, int]:
-        """Sort key, best first: the BLEU measured on the library's test sentences where every point has one, then
+        """Sort key, best first: the BLEU on the library's sentences (``bleu_set``) where every point has one, then
         the validation loss, then the wider beam. BLEU sees what a beam adds and a loss cannot (a beam's loss is
         its SubTransformer's): ranked by loss alone, a deeper SubTransformer's greedy variant outranks a shallower
         one at beam 4 that translates better and faster. A library without BLEU everywhere ranks by loss."""

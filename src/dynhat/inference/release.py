@@ -168,8 +168,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         earlier = facts.get("released_with") or []  # a release re-exported: the commands that made it, in order
         facts["released_with"] = [*([earlier] if isinstance(earlier, str) else earlier),
                                   f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} --points {points}"]
-        origin = {"device": library.device.get("cpu"), "threads": library.threads,
-                  "test_sentences": library.fitness.get("test_sentences")}
+        split, count = library.bleu_set()
+        origin = {"device": library.device.get("cpu"), "threads": library.threads, "bleu_split": split,
+                  "bleu_sentences": count}
         rows = []
         for point in library.unique():
             splits = {} if score is None else {"bleu_splits": dict(score(model, vocab, point))}

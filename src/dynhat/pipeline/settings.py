@@ -29,7 +29,7 @@ class PipelineSettings:
     population: int = 32
     generations: int = 8
     valid_sentences: int = 100
-    test_sentences: int = 200
+    bleu_sentences: int | None = None  # of val, every point's BLEU (what ranks the served points); None: all
     variant_beams: tuple[int, ...] = (1,)  # decoding variants of every point (greedy: the library's floor)
     scenario: str | None = None  # phases YAML (default: the shipped one)
     threads: int = 1

@@ -83,13 +83,13 @@ def run_pipeline(settings: PipelineSettings | None = None) -> dict[str, Any]:
     # error under 1 %); an unpinned run of this step, its thread free to migrate between cores, fitted to 13 %
     measuring_cpus = tuple(sorted(os.sched_getaffinity(0))[-settings.threads:])
     predictor, latency_facts = latency_step(settings, model, run, measuring_cpus, lambda text: steps.say(3, text))
-    library, points_path = _search(steps, settings, run, (model, vocab, checkpoint), predictor, (valid, test),
+    library, points_path = _search(steps, settings, run, (model, vocab, checkpoint), predictor, valid,
                                    measuring_cpus)
     rows, scenario = _scenario(steps, settings, run, (model, vocab, library), valid, test)
     steps.say(6, f"summary ({run / 'summary.json'})")
     overall_rows = [row for row in rows if row["phase"] == "overall"]
     data = {"source": source, "valid": len(valid.src), "fitness_sentences": settings.valid_sentences,
-            "test_split": "test_2016_flickr", "test": len(test.src), "bleu_sentences": settings.test_sentences,
+            "bleu_set": list(library.bleu_set()), "test_split": "test_2016_flickr", "test": len(test.src),
             "scenario_sentences": sum(p.sentences for p in scenario.phases)}
     summary = {"run_dir": str(run), "checkpoint": str(checkpoint), "points_file": str(points_path), "data": data,
                "threads": settings.threads,
@@ -159,7 +159,7 @@ def _train(steps: _Steps, settings: PipelineSettings, run: Path, root: Path, val
 
 
 def _search(steps: _Steps, settings: PipelineSettings, run: Path, trained: tuple[Any, Any, Path],
-            predictor: LatencyPredictor, data: tuple[ParallelCorpus, ParallelCorpus], cpus: tuple[int, ...]
+            predictor: LatencyPredictor, valid: ParallelCorpus, cpus: tuple[int, ...]
             ) -> tuple[PointLibrary, Path]:
     """Step 4: the operating points (an NSGA-II front, one point per constraint, verified on ``cpus``)."""
     model, vocab, checkpoint = trained
@@ -174,10 +174,10 @@ def _search(steps: _Steps, settings: PipelineSettings, run: Path, trained: tuple
         evolution = EvolutionSettings.for_population(settings.population, iterations=settings.generations)
         # the fitness in one process per CPU; the on-device check where the latency dataset was measured
         search = SearchSettings(constraints, "pareto", settings.valid_sentences, evolution=evolution,
-                                verify_runs=settings.latency_runs, test_sentences=settings.test_sentences,
+                                verify_runs=settings.latency_runs, bleu_sentences=settings.bleu_sentences,
                                 variant_beams=settings.variant_beams, threads=settings.threads,
                                 workers=len(os.sched_getaffinity(0)), measure_cpus=cpus)
-        library = search_operating_points(model, vocab, checkpoint, predictor, *data, search).library
+        library = search_operating_points(model, vocab, checkpoint, predictor, valid, search).library
         library.save(points_path)
     served = {p.id for p in library.efficient()}
     for p in library.sorted():

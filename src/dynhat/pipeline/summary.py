@@ -75,8 +75,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     noise = lat["noise"]
     lines = [
         f"data      Multi30k ({data['source']}): validation {data['valid']} sentences (search fitness on "
-        f"{data['fitness_sentences']}), {data['test_split']} {data['test']} (points' BLEU on the first "
-        f"{data['bleu_sentences']}, scenario stream {data['scenario_sentences']})",
+        f"{data['fitness_sentences']}), {data['test_split']} {data['test']} (scenario stream "
+        f"{data['scenario_sentences']}); points' BLEU on {_sentences(*data['bleu_set'])}",
         f"model     {model['kind']} {model['source']} (sha256 {str(model['sha256'])[:12]}), space {model['space']}, "
         f"{model.get('updates')} updates, {model.get('wall_hours')} h of training",
         f"latency   {lat['rows']} SubTransformers, {'paired' if noise['paired'] else 'drift-probed'} ({noise['why']}); "
@@ -95,6 +95,10 @@ def format_summary(summary: dict[str, Any]) -> str:
               "minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["minutes"].items()), "",
               f"serve these points: {serve_command(summary)}"]
     return "\n".join(lines)
+
+
+def _sentences(split: str, count: int | None) -> str:
+    return f"the first {count} {split} sentences" if count else f"all {split} sentences"
 
 
 def serve_command(summary: Mapping[str, Any]) -> str:

@@ -3,16 +3,18 @@
 The search's latency predictor decides which configurations a constraint admits; on a noisy machine it can leave
 the space's real floor out of the library (the tightest constraint of `runs/points.yml` got a 2-decoder-layer
 point although a 1-layer one, found by another search on the same SuperTransformer, is faster and better). The
-added point is measured with the protocol, scored on the library's own validation subset and test sentences, and
+added point is measured with the protocol, scored on the library's own validation subset and BLEU sentences, and
 its constraint is its measured latency (one it meets on this device).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from dynhat.data.corpus import ParallelCorpus
+from dynhat.data.fetch import load_multi30k
 from dynhat.errors import ConfigError
 from dynhat.inference.measure import measure_latency
 from dynhat.inference.points import OperatingPoint, PointLibrary
@@ -34,11 +36,17 @@ def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPo
                       field="points")
 
 
+def bleu_sentences(library: PointLibrary, root: str | Path) -> ParallelCorpus:
+    """The sentences ``library`` states its BLEU on (``PointLibrary.bleu_set``), from the Multi30k at ``root``."""
+    split, count = library.bleu_set()
+    return first_sentences(load_multi30k(split, root), count)
+
+
 def add_point(library: PointLibrary, config: SubTransformerConfig, model: Any, vocab: TextVocabulary,
-              predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus, runs: int = 300
+              predictor: LatencyPredictor, valid: ParallelCorpus, sentences: ParallelCorpus, runs: int = 300
               ) -> OperatingPoint:
-    """Verify ``config`` (latency, validation loss and BLEU as the library's fitness settings say) and append it
-    to ``library``; returns the new point."""
+    """Verify ``config`` (latency, validation loss as the library's fitness settings say, BLEU on ``sentences``:
+    ``bleu_sentences``) and append it to ``library``; returns the new point."""
     if any(p.id == config.id for p in library.points):
         raise ConfigError(f"{config.id} is already in the library", field="points")
     fit = library.fitness
@@ -46,7 +54,7 @@ def add_point(library: PointLibrary, config: SubTransformerConfig, model: Any, v
     with LossFitness(model, vocab, subset, precision=fit.get("precision", "float32")) as fitness:
         loss = fitness(config)
     measured = measure_latency(model, config, runs=runs, threads=library.threads).total_ms
-    bleu = point_bleu(model, vocab, config, first_sentences(test, fit.get("test_sentences")), beam=4)
+    bleu = point_bleu(model, vocab, config, sentences, beam=4)
     point = OperatingPoint(config, float(math.ceil(measured)), predictor_latency(predictor)(config), loss, measured,
                            bleu, count_params(config, model.space, len(vocab)).total)
     library.points.append(point)

@@ -4,12 +4,14 @@ The search ranks SubTransformers at one beam (HAT's protocol: beam 4). When serv
 that costs nothing to switch, as CTranslate2 and Marian users set it per request: greedy search runs one decoder
 row instead of four and skips the beam's bookkeeping, which halves a served sentence of every point on a 2-core
 CPU and lowers the library's floor more than the search's smallest SubTransformer can (docs/search.md). A variant
-is verified as a searched point is: the measurement protocol at its beam on the device, BLEU on the library's test
-sentences at its beam. Its validation loss is its SubTransformer's; the runtime ranks points by that BLEU
-(``PointLibrary.quality``), and ``PointLibrary.efficient`` drops the points another beats on both counts.
+is verified as a searched point is: the measurement protocol at its beam on the device, BLEU on the library's
+sentences (``PointLibrary.bleu_set``) at its beam. Its validation loss is its SubTransformer's; the runtime ranks
+points by that BLEU (``PointLibrary.quality``), and ``PointLibrary.efficient`` drops the points another beats on
+both counts.
 
 Precision is the third knob (``dynhat serve --precision int8``): ``add_int8_bleu`` scores each point on the same
-test sentences with its projections in int8, beside its float32 BLEU.
+sentences with its projections in int8, beside its float32 BLEU. ``rescore_bleu`` measures a library's BLEU again
+on other sentences (``dynhat points bleu``).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ from dynhat.translate.bleu import sacrebleu_bleu
 from dynhat.translate.translator import Translator
 
 
-def point_bleu(model: Seq2SeqModel, vocab: Any, config: SubTransformerConfig, tests: ParallelCorpus,
+def point_bleu(model: Seq2SeqModel, vocab: Any, config: SubTransformerConfig, sentences: ParallelCorpus,
                beam: int) -> float:
-    """An operating point's sacreBLEU on ``tests``, as the library records it."""
-    hyps = Translator(model, vocab, config, beam=beam).translate(tests.src)
-    return round(sacrebleu_bleu(hyps, tests.tgt)[0], 2)
+    """An operating point's sacreBLEU on ``sentences``, as the library records it."""
+    hyps = Translator(model, vocab, config, beam=beam).translate(sentences.src)
+    return round(sacrebleu_bleu(hyps, sentences.tgt)[0], 2)
 
 
-def add_variants(library: PointLibrary, model: SuperTransformer, vocab: Any, tests: ParallelCorpus,
+def add_variants(library: PointLibrary, model: SuperTransformer, vocab: Any, sentences: ParallelCorpus,
                  beams: Sequence[int] = (1,), runs: int = 50, src_len: int = 30, tgt_len: int = 30,
                  cpus: Sequence[int] | None = None, progress: bool = True) -> PointLibrary:
     """``library`` plus each of its SubTransformers at each of ``beams`` it does not already hold, measured with
@@ -55,13 +57,13 @@ def add_variants(library: PointLibrary, model: SuperTransformer, vocab: Any, tes
         measured = measure_latency(model, parent.config, src_len=src_len, tgt_len=tgt_len, beam=beam, runs=runs,
                                    threads=library.threads, cpus=cpus).total_ms
         variants.append(OperatingPoint(parent.config, parent.constraint_ms, None, parent.valid_loss, measured,
-                                       point_bleu(model, vocab, parent.config, tests, beam), parent.params, beam))
+                                       point_bleu(model, vocab, parent.config, sentences, beam), parent.params, beam))
     return replace(library, points=[*library.points, *variants])
 
 
-def add_int8_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, tests: ParallelCorpus,
+def add_int8_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, sentences: ParallelCorpus,
                   progress: bool = True) -> PointLibrary:
-    """``library`` with every point's BLEU on ``tests`` also in int8 (``bleu_int8``): each SubTransformer
+    """``library`` with every point's BLEU on ``sentences`` also in int8 (``bleu_int8``): each SubTransformer
     quantized once (``model.quantized.Int8Model``, as ``dynhat serve --precision int8`` serves it) and decoded at
     the point's beam, so a user sees beside ``bleu`` what serving in int8 costs."""
     from dynhat.model.quantized import Int8Model
@@ -69,5 +71,20 @@ def add_int8_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, te
     int8 = Int8Model(model, list({p.config: None for p in library.points}))
     scores: dict[str, float] = {}
     for p in tqdm(library.unique(), desc="int8 BLEU", unit="point", disable=not progress):
-        scores[p.id] = point_bleu(int8, vocab, p.config, tests, p.beam)
+        scores[p.id] = point_bleu(int8, vocab, p.config, sentences, p.beam)
     return replace(library, points=[replace(p, bleu_int8=scores[p.id]) for p in library.points])
+
+
+def rescore_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, split: str, sentences: ParallelCorpus,
+                 progress: bool = True) -> PointLibrary:
+    """``library`` with every point's BLEU measured again on ``sentences`` (the first of Multi30k's ``split``) and
+    recorded as its ``bleu_set``, so its served points are ranked on them; int8 BLEU, where the library holds it,
+    is measured again on the same sentences."""
+    scores = {p.id: point_bleu(model, vocab, p.config, sentences, p.beam)
+              for p in tqdm(library.unique(), desc=f"BLEU on {split}", unit="point", disable=not progress)}
+    fitness = {k: v for k, v in library.fitness.items() if k != "test_sentences"}
+    scored = replace(library, points=[replace(p, bleu=scores[p.id], bleu_int8=None) for p in library.points],
+                     fitness=fitness | {"bleu_split": split, "bleu_sentences": len(sentences.src)})
+    if any(p.bleu_int8 is not None for p in library.points):
+        return add_int8_bleu(scored, model, vocab, sentences, progress)
+    return scored

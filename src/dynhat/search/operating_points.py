@@ -1,7 +1,8 @@
 """From a trained SuperTransformer and this machine's latency predictor to a verified operating-point library.
 
 For each latency constraint: search (HAT's evolution per constraint, or one NSGA-II front for all), then verify the
-winner on the device with the measurement protocol, compute its validation loss and test BLEU; a point measured
+winner on the device with the measurement protocol, compute its validation loss and its BLEU on validation
+sentences (what a runtime ranks points by: no choice is made on test data); a point measured
 over its constraint is searched again with a latency margin (up to ``retries`` times) and the overshoot is
 reported either way.
 """
@@ -40,7 +41,7 @@ class SearchSettings:
     evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
     retries: int = 1  # re-searches of a point measured over its constraint
     verify_runs: int = 50  # timed runs of the on-device check
-    test_sentences: int | None = None  # test BLEU on this many sentences (None: all)
+    bleu_sentences: int | None = None  # BLEU on the first N validation sentences (None: all 1,014)
     threads: int = 1
     beam: int = 4
     variant_beams: tuple[int, ...] = ()  # decoding variants of every point (dynhat.search.decoding)
@@ -82,8 +83,8 @@ def constraints_between(predictor: LatencyPredictor, space: DesignSpace, count: 
 
 
 def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str | Path,
-                            predictor: LatencyPredictor, valid: ParallelCorpus, test: ParallelCorpus,
-                            settings: SearchSettings, progress: bool = True) -> SearchReport:
+                            predictor: LatencyPredictor, valid: ParallelCorpus, settings: SearchSettings,
+                            progress: bool = True) -> SearchReport:
     if predictor.metadata.get("threads") not in (None, settings.threads):
         raise ConfigError(f"the predictor was fitted on {predictor.metadata['threads']}-thread latencies, the search "
                           f"runs with {settings.threads} thread(s)", field="threads")
@@ -121,18 +122,18 @@ def search_operating_points(model: SuperTransformer, vocab: Any, checkpoint: str
             points.append(OperatingPoint(found.config, constraint, base(found.config), fitness(found.config), measured,
                                          params=count_params(found.config, space, len(vocab)).total,
                                          beam=settings.beam))
-    tests = first_sentences(test, settings.test_sentences)
+    sentences = first_sentences(valid, settings.bleu_sentences)
     for point in points:
-        point.bleu = point_bleu(model, vocab, point.config, tests, settings.beam)
+        point.bleu = point_bleu(model, vocab, point.config, sentences, settings.beam)
     machine = machine_info()
     library = PointLibrary(points, space.name, {"path": str(checkpoint), "sha256": checkpoint_sha256(checkpoint)},
                            {k: machine[k] for k in MACHINE_KEYS}, settings.threads,
                            {"valid_sentences": len(subset.src), "seed": settings.valid_seed,
-                            "precision": fitness.precision,
-                            "test_sentences": len(tests.src), "mode": settings.mode}, space.to_dict())
+                            "precision": fitness.precision, "bleu_split": "val",
+                            "bleu_sentences": len(sentences.src), "mode": settings.mode}, space.to_dict())
     if settings.variant_beams:
-        library = add_variants(library, model, vocab, tests, settings.variant_beams, settings.verify_runs, src_len,
-                               tgt_len, settings.measure_cpus, progress)
+        library = add_variants(library, model, vocab, sentences, settings.variant_beams, settings.verify_runs,
+                               src_len, tgt_len, settings.measure_cpus, progress)
     return SearchReport(library, time.perf_counter() - start, fitness.evaluations, fitness.hits, overshoots, front)
 
 
@@ -148,7 +149,7 @@ def search_projection(engine: str | None) -> Project:
 
 
 def first_sentences(corpus: ParallelCorpus, count: int | None) -> ParallelCorpus:
-    """The first ``count`` pairs (all when None): the test sentences an operating point's BLEU is stated on."""
+    """The first ``count`` pairs (all when None): the sentences an operating point's BLEU is stated on."""
     if count is None:
         return corpus
     return ParallelCorpus(corpus.src[:count], corpus.tgt[:count], corpus.src_lang, corpus.tgt_lang, corpus.name)
