@@ -174,3 +174,32 @@ def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path
     assert [p.bleu for p in scored.sorted()] == [point_bleu(model, vocab, p.config, val, p.beam) for p in points]
     with pytest.raises(SystemExit):
         main([*args[:4], "--split", "train", *args[4:]])  # not a split to score on
+
+
+@pytest.mark.shared_data
+def test_scenario_verb_streams_the_split_it_is_given(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    import yaml
+    from helpers.toy_checkpoint import toy_checkpoint
+
+    from dynhat.cli import main
+    from dynhat.io import file_sha256
+
+    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
+    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
+    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 1.0, 100),
+              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 2.0, 100)]
+    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {}, space.to_dict()).save(tmp_path / "lib.yml")
+    (tmp_path / "phases.yml").write_text(yaml.safe_dump({"threads": 1, "budget_factor": 1.0, "phases": [
+        {"name": "all", "sentences": 3}]}))
+    texts = {}
+    for split in ("test_2016_flickr", "test_2017_flickr"):
+        assert main(["scenario", str(tmp_path / "toy.pt"), "--points", str(tmp_path / "lib.yml"), "--scenario",
+                     str(tmp_path / "phases.yml"), "--split", split, "--no-static", "--calibrate-runs", "1",
+                     "--out-dir", str(tmp_path / split), "--from", str(data_dir / "multi30k"), "--cache-dir",
+                     str(tmp_path / "cache")]) == 0
+        results = json.loads((tmp_path / split / "report.json").read_text())["runs"]["dynamic"][0]["results"]
+        texts[split] = [r["src_tokens"] for r in results]
+        assert len(results) == 3
+    assert texts["test_2016_flickr"] != texts["test_2017_flickr"]  # another stream

@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     scenario.add_argument("--points", default=None, help="operating-point library (dynhat search); default: the "
                                                          "one a release holds (points.yml)")
     scenario.add_argument("--scenario", default=None, help="phases YAML (default: the shipped scenario.yml)")
+    scenario.add_argument("--split", choices=("test_2016_flickr", "test_2017_flickr"), default="test_2016_flickr",
+                          help="the Multi30k test split the stream is drawn from (its first sentences, in order): "
+                               "test_2017_flickr for a stream no library has been scored on")
     scenario.add_argument("--out-dir", default="runs/scenario", help="report JSON, table and timeline PNG")
     scenario.add_argument("--cache-dir", default=None, help="dataset cache (see `dynhat data fetch`)")
     scenario.add_argument("--from", dest="mirror", default=None, help="local Multi30k mirror folder")
@@ -38,7 +41,7 @@ def _scenario(args: argparse.Namespace) -> int:
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(points, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    _, experiment = scenario_experiment(model, vocab, library, scenario, load_multi30k("test_2016_flickr", root),
+    _, experiment = scenario_experiment(model, vocab, library, scenario, load_multi30k(args.split, root),
                                         load_multi30k("val", root), args.calibrate_runs, static=not args.no_static,
                                         save_costs=args.save_costs)
     print(write_experiment(experiment, args.out_dir))
