@@ -203,3 +203,14 @@ def test_scenario_verb_streams_the_split_it_is_given(tmp_path: Path, data_dir: P
         texts[split] = [r["src_tokens"] for r in results]
         assert len(results) == 3
     assert texts["test_2016_flickr"] != texts["test_2017_flickr"]  # another stream
+
+
+def test_a_librarys_bleu_sentences_are_checked(tmp_path: Path) -> None:
+    from dynhat.recipes.points import bleu_sentences
+
+    lib = PointLibrary([], "toy", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1, {"bleu_split": "dev"})
+    with pytest.raises(ConfigError, match=r"fitness: expected bleu_split one of .* got 'dev'"):
+        bleu_sentences(lib, tmp_path)
+    lib.fitness = {"bleu_split": "val", "bleu_sentences": 0}
+    with pytest.raises(ConfigError, match="got 'val' and 0"):
+        bleu_sentences(lib, tmp_path)

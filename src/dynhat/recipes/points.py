@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dynhat.data.corpus import ParallelCorpus
-from dynhat.data.fetch import load_multi30k
+from dynhat.data.fetch import SPLITS, load_multi30k
 from dynhat.errors import ConfigError
 from dynhat.inference.measure import measure_latency
 from dynhat.inference.points import OperatingPoint, PointLibrary
@@ -39,6 +39,9 @@ def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPo
 def bleu_sentences(library: PointLibrary, root: str | Path) -> ParallelCorpus:
     """The sentences ``library`` states its BLEU on (``PointLibrary.bleu_set``), from the Multi30k at ``root``."""
     split, count = library.bleu_set()
+    if split not in SPLITS or (count is not None and (not isinstance(count, int) or count < 1)):
+        raise ConfigError(f"expected bleu_split one of {list(SPLITS)} and bleu_sentences a positive integer or "
+                          f"none, got {split!r} and {count!r}", field="fitness")
     return first_sentences(load_multi30k(split, root), count)
 
 
