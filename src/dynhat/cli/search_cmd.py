@@ -306,13 +306,14 @@ def _points_bleu(args: argparse.Namespace) -> int:
 
 
 def _points_show(args: argparse.Namespace) -> int:
-    from dynhat.inference.points import PointLibrary
+    from dynhat.inference.points import PointLibrary, sentences_text
     from dynhat.inference.release import library_file
 
     path = library_file(args.library)
     library = PointLibrary.load(path)
     print(f"{path}: {len(library.unique())} points, {len(library.efficient())} served; measured on "
-          f"{library.device.get('cpu', 'an unnamed CPU')} at {library.threads} thread(s), space {library.space}")
+          f"{library.device.get('cpu', 'an unnamed CPU')} at {library.threads} thread(s), space {library.space}; "
+          f"BLEU on {sentences_text(*library.bleu_set())}")
     print_library(library)
     return 0
 

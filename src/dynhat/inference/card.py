@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from dynhat.inference.points import sentences_text
+
 
 def model_card(name: str, facts: Mapping[str, Any], points: Sequence[Mapping[str, Any]] | None = None,
                library: Mapping[str, Any] | None = None) -> str:
@@ -50,12 +52,11 @@ def _points_section(name: str, points: Sequence[Mapping[str, Any]], library: Map
     """A table of every point: how a runtime serves it (``served``: fastest, middle, best, yes or no), decoder
     layers, beam, measured latency, the library's BLEU and each split's."""
     splits = list(dict.fromkeys(s for p in points for s in (p.get("bleu_splits") or {})))
-    sentences = f"the first {library['bleu_sentences']}" if library.get("bleu_sentences") else "all"
+    sentences = sentences_text(library.get("bleu_split", "test_2016_flickr"), library.get("bleu_sentences"))
     intro = ("Searched on these weights" + (f" on {library['device']}" if library.get("device") else "")
              + (f", {library['threads']} thread(s)" if library.get("threads") else "")
              + f". Latency: HAT's protocol (30 source tokens, 30 decoder steps), on that machine. BLEU: sacreBLEU "
-             f"at the point's beam; *library* on {sentences} {library.get('bleu_split', 'test_2016_flickr')} sentences "
-             "(what ranks the served points)"
+             f"at the point's beam; *library* on {sentences} (what ranks the served points)"
              + ("; each split column on all of its sentences, translated with this release's weights." if splits
                 else ".")
              + f" The library is this release's `points.yml`: `dynhat serve {name} --budget-ms MS` switches between "

@@ -201,6 +201,11 @@ class PointLibrary:
                    schema.mapping(data.get("fitness") or {}, str(path), "fitness"), definition)
 
 
+def sentences_text(split: str, count: int | None) -> str:
+    """How a library's BLEU sentences (``PointLibrary.bleu_set``) read in a card, a summary or a listing."""
+    return f"the first {count} {split} sentences" if count else f"all {split} sentences"
+
+
 def checkpoint_sha256(checkpoint: str | Path) -> str:
     """The SHA-256 that pins a SuperTransformer: a checkpoint file's, or a release's (folder or shipped name:
     its manifest's, which holds every file's)."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynhat.errors import DataError
-from dynhat.inference.points import PointLibrary
+from dynhat.inference.points import PointLibrary, sentences_text
 from dynhat.recipes.scenario import RELIABLE_PCT, safe_static
 from dynhat.runtime.report import markdown_table
 
@@ -76,7 +76,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"data      Multi30k ({data['source']}): validation {data['valid']} sentences (search fitness on "
         f"{data['fitness_sentences']}), {data['test_split']} {data['test']} (scenario stream "
-        f"{data['scenario_sentences']}); points' BLEU on {_sentences(*data['bleu_set'])}",
+        f"{data['scenario_sentences']}); points' BLEU on {sentences_text(*data['bleu_set'])}",
         f"model     {model['kind']} {model['source']} (sha256 {str(model['sha256'])[:12]}), space {model['space']}, "
         f"{model.get('updates')} updates, {model.get('wall_hours')} h of training",
         f"latency   {lat['rows']} SubTransformers, {'paired' if noise['paired'] else 'drift-probed'} ({noise['why']}); "
@@ -95,10 +95,6 @@ def format_summary(summary: dict[str, Any]) -> str:
               "minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["minutes"].items()), "",
               f"serve these points: {serve_command(summary)}"]
     return "\n".join(lines)
-
-
-def _sentences(split: str, count: int | None) -> str:
-    return f"the first {count} {split} sentences" if count else f"all {split} sentences"
 
 
 def serve_command(summary: Mapping[str, Any]) -> str:
