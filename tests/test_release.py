@@ -134,6 +134,7 @@ def test_a_release_holds_its_library_for_serving_and_translating_by_point_name(t
     with pytest.raises(DataError, match="belong to checkpoint"):  # the same file elsewhere: the checkpoint's
         PointLibrary.load(tmp_path / "copy.yml", checkpoint=out)
     assert main(["points", "show", str(out)]) == 0  # the names --point takes
+    assert main(["points", "bleu", str(out), str(out), "--out", str(out / "points.yml")]) == 2  # pinned by manifest
     listed = capsys.readouterr().out
     assert "3 points, 3 served" in listed and f"fastest {smallest(model.space).id}\n" in listed
     assert f"middle  {largest(model.space).id}-b1\n" in listed and f"best    {largest(model.space).id}\n" in listed

@@ -139,7 +139,7 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
     bleu.add_argument("--split", choices=SPLITS[1:], default="val",
                       help="Multi30k split (default val: nothing is chosen on test data)")
     bleu.add_argument("--sentences", type=integer(0), default=0, help="the first N of the split (0: all)")
-    bleu.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY)")
+    bleu.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY, unless a release's)")
     _data_source(bleu)
     bleu.set_defaults(func=_points_bleu)
 
@@ -284,16 +284,21 @@ def _points_int8(args: argparse.Namespace) -> int:
 
 def _points_bleu(args: argparse.Namespace) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
     from dynhat.data.fetch import fetch_multi30k, load_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary, checkpoint_sha256
-    from dynhat.inference.release import library_file
+    from dynhat.inference.release import is_release, library_file
     from dynhat.search.decoding import rescore_bleu
     from dynhat.search.operating_points import first_sentences
 
+    path = library_file(args.library)
+    if is_release(args.library) and Path(args.out).resolve() == path.resolve():
+        raise ConfigError(f"{path} is a release's library, pinned by its manifest: write another file and re-export "
+                          "the release with it (dynhat export --points)", field="--out")
     model, vocab = load_trained(args.checkpoint)
-    library = PointLibrary.load(library_file(args.library), checkpoint=args.checkpoint, space=model.space)
+    library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
     root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     sentences = first_sentences(load_multi30k(args.split, root), args.sentences or None)
     scored = replace(rescore_bleu(library, model, vocab, args.split, sentences),  # of these weights, checked above
