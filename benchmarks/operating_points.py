@@ -22,6 +22,7 @@ from dynhat.inference.checkpoint import load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.io import atomic_write
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.recipes.points import with_bleu_set
 from dynhat.search.decoding import rescore_bleu
 from dynhat.search.evolution import EvolutionSettings
 from dynhat.search.operating_points import SearchSettings, constraints_between, search_operating_points
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> None:
     report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root), settings)
     report.library.save(args.out)
     test = load_multi30k("test_2016_flickr", root)
-    points = rescore_bleu(report.library, model, vocab, "test_2016_flickr", test).sorted()
+    points = rescore_bleu(with_bleu_set(report.library, None, "test_2016_flickr"), model, vocab, test).sorted()
     lines = [HEADING, "", f"Command: `python benchmarks/operating_points.py {args.checkpoint} {args.predictor} "
              f"--points {n} --population {args.population} --generations {args.generations} --valid-sentences "
              f"{args.valid_sentences}{'' if args.cpu is None else f' --cpu {args.cpu}'}` ({datetime.date.today()}, "

@@ -25,6 +25,7 @@ from dynhat.inference.checkpoint import load_checkpoint, load_trained
 from dynhat.inference.measure import machine_info, pinned
 from dynhat.inference.points import PointLibrary
 from dynhat.latency.predictor import LatencyPredictor
+from dynhat.recipes.points import with_bleu_set
 from dynhat.search.decoding import rescore_bleu
 from dynhat.search.evolution import EvolutionSettings
 from dynhat.search.operating_points import SearchReport, SearchSettings, predictor_latency, search_operating_points
@@ -58,7 +59,7 @@ def _search(checkpoint: str, predictor: LatencyPredictor, constraints: tuple[flo
     report = search_operating_points(model, vocab, checkpoint, predictor, load_multi30k("val", root), settings)
     report.library.save(out)
     test = load_multi30k("test_2016_flickr", root)
-    return report, rescore_bleu(report.library, model, vocab, "test_2016_flickr", test)
+    return report, rescore_bleu(with_bleu_set(report.library, None, "test_2016_flickr"), model, vocab, test)
 
 
 def main() -> None:

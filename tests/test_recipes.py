@@ -175,6 +175,20 @@ def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path
     with pytest.raises(SystemExit):
         main([*args[:4], "--split", "train", *args[4:]])  # not a split to score on
 
+    # a development set of one's own: what the served points are then ranked on, and int8 BLEU measured on
+    val = first_sentences(load_multi30k("val", data_dir / "multi30k"), 4)
+    (tmp_path / "dev.en").write_text("\n".join(val.src) + "\n")
+    (tmp_path / "dev.de").write_text("\n".join(val.tgt) + "\n")
+    own = ["points", "bleu", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--src", str(tmp_path / "dev.en"),
+           "--ref", str(tmp_path / "dev.de"), "--out", str(tmp_path / "own.yml")]
+    assert main(own) == 0
+    mine = PointLibrary.load(tmp_path / "own.yml", checkpoint=tmp_path / "toy.pt", space=space)
+    assert mine.bleu_set() == (str(tmp_path / "dev.en"), None)
+    assert [p.bleu for p in mine.sorted()] == [point_bleu(model, vocab, p.config, val, p.beam) for p in points]
+    assert main(["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "own.yml"), "--out",
+                 str(tmp_path / "own8.yml")]) == 0  # the files, no Multi30k folder needed
+    assert main([*own[:4], "--split", "val", *own[4:]]) == 2  # files or a split, not both
+
 
 @pytest.mark.shared_data
 def test_scenario_verb_streams_the_split_it_is_given(tmp_path: Path, data_dir: Path) -> None:
@@ -209,8 +223,11 @@ def test_a_librarys_bleu_sentences_are_checked(tmp_path: Path) -> None:
     from dynhat.recipes.points import bleu_sentences
 
     lib = PointLibrary([], "toy", {"path": "x", "sha256": "0"}, {"cpu": "x"}, 1, {"bleu_split": "dev"})
-    with pytest.raises(ConfigError, match=r"fitness: expected bleu_split one of .* got 'dev'"):
+    with pytest.raises(ConfigError, match=r"fitness: bleu_split: expected one of .* got 'dev'"):
         bleu_sentences(lib, tmp_path)
     lib.fitness = {"bleu_split": "val", "bleu_sentences": 0}
-    with pytest.raises(ConfigError, match="got 'val' and 0"):
+    with pytest.raises(ConfigError, match="bleu_sentences: expected a positive integer or none, got 0"):
+        bleu_sentences(lib, tmp_path)
+    lib.fitness = {"bleu_files": ["dev.en"]}
+    with pytest.raises(ConfigError, match=r"bleu_files: expected \[source file, reference file\]"):
         bleu_sentences(lib, tmp_path)

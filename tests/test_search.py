@@ -326,6 +326,7 @@ def test_add_variants_verifies_each_subtransformer_at_the_new_beam(toy) -> None:
 
 
 def test_rescored_bleu_reranks_the_served_points_and_records_its_sentences(toy) -> None:
+    from dynhat.recipes.points import with_bleu_set
     from dynhat.search.decoding import point_bleu, rescore_bleu
 
     model, space = toy
@@ -338,9 +339,12 @@ def test_rescored_bleu_reranks_the_served_points_and_records_its_sentences(toy) 
                                                                               "test_sentences": 200})
     assert lib.bleu_set() == ("test_2016_flickr", 200) and [p.id for p in lib.efficient()] == [small.id]
     sentences = _toy_tests()
-    out = rescore_bleu(lib, model, _TextVocab(), "val", sentences, progress=False)
-    assert out.bleu_set() == ("val", 6) and out.fitness == {"valid_sentences": 4, "bleu_split": "val",
-                                                            "bleu_sentences": 6}
+    moved = with_bleu_set(lib, 6, "val")
+    assert moved.bleu_set() == ("val", 6) and moved.fitness == {"valid_sentences": 4, "bleu_split": "val",
+                                                                "bleu_sentences": 6}
+    assert with_bleu_set(lib, None, files=["dev.en", "dev.de"]).bleu_set() == ("dev.en", None)
+    out = rescore_bleu(moved, model, _TextVocab(), sentences, progress=False)
+    assert out.fitness == moved.fitness
     for p in out.points:
         assert p.bleu == point_bleu(model, _TextVocab(), p.config, sentences, p.beam)
         assert p.bleu_int8 is not None and p.bleu_int8 != 98.0  # measured again, on the same sentences

@@ -136,8 +136,11 @@ def _register_points(sub: argparse._SubParsersAction) -> None:
                                            "split (the runtime ranks the served points by it)")
     bleu.add_argument("checkpoint", help="the library's SuperTransformer: checkpoint, release folder or shipped name")
     bleu.add_argument("library", help="operating-point library, or a release (folder or shipped name): its points.yml")
-    bleu.add_argument("--split", choices=SPLITS[1:], default="val",
+    bleu.add_argument("--split", choices=SPLITS[1:], default=None,
                       help="Multi30k split (default val: nothing is chosen on test data)")
+    bleu.add_argument("--src", default=None, help="instead of a split: a development set of your own, its source "
+                                                  "file (one sentence a line, .gz too)")
+    bleu.add_argument("--ref", default=None, help="the references of --src, line-aligned with it")
     bleu.add_argument("--sentences", type=integer(0), default=0, help="the first N of the split (0: all)")
     bleu.add_argument("--out", required=True, help="library YAML to write (may be LIBRARY, unless a release's)")
     _data_source(bleu)
@@ -204,7 +207,8 @@ def _library_and_sentences(args: argparse.Namespace, path: str) -> tuple[Any, An
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
-    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    own = library.fitness.get("bleu_files")  # a development set of the user's: no Multi30k needed
+    root = None if own else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     return model, vocab, library, bleu_sentences(library, root)
 
 
@@ -272,13 +276,14 @@ def _points_add(args: argparse.Namespace) -> int:
 
 
 def _points_int8(args: argparse.Namespace) -> int:
+    from dynhat.inference.points import sentences_text
     from dynhat.search.decoding import add_int8_bleu
 
     model, vocab, library, sentences = _library_and_sentences(args, args.library)
     scored = add_int8_bleu(library, model, vocab, sentences)
     scored.save(args.out)
     print_library(scored)
-    print(f"int8 BLEU on the first {len(sentences.src)} {library.bleu_set()[0]} sentences; wrote {args.out}")
+    print(f"int8 BLEU on {sentences_text(*library.bleu_set())}; wrote {args.out}")
     return 0
 
 
@@ -286,27 +291,29 @@ def _points_bleu(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from dynhat.data.fetch import fetch_multi30k, load_multi30k
+    from dynhat.data.fetch import fetch_multi30k
     from dynhat.inference.checkpoint import load_trained
-    from dynhat.inference.points import PointLibrary, checkpoint_sha256
+    from dynhat.inference.points import PointLibrary, checkpoint_sha256, sentences_text
     from dynhat.inference.release import is_release, library_file
+    from dynhat.recipes.points import bleu_sentences, with_bleu_set
     from dynhat.search.decoding import rescore_bleu
-    from dynhat.search.operating_points import first_sentences
 
+    if (args.src is None) != (args.ref is None) or (args.src is not None and args.split is not None):
+        raise ConfigError("give --src with --ref (a development set of your own), or a --split", field="--src")
     path = library_file(args.library)
     if is_release(args.library) and Path(args.out).resolve() == path.resolve():
         raise ConfigError(f"{path} is a release's library, pinned by its manifest: write another file and re-export "
                           "the release with it (dynhat export --points)", field="--out")
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
-    root = fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    sentences = first_sentences(load_multi30k(args.split, root), args.sentences or None)
-    scored = replace(rescore_bleu(library, model, vocab, args.split, sentences),  # of these weights, checked above
+    files = None if args.src is None else (args.src, args.ref)
+    moved = with_bleu_set(library, args.sentences or None, None if files else args.split or "val", files)
+    root = None if files else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+    scored = replace(rescore_bleu(moved, model, vocab, bleu_sentences(moved, root)),  # these weights: checked above
                      checkpoint={"path": str(args.checkpoint), "sha256": checkpoint_sha256(args.checkpoint)})
     scored.save(args.out)
     print_library(scored)
-    print(f"BLEU on the first {len(sentences.src)} {args.split} sentences: {len(scored.efficient())} points served; "
-          f"wrote {args.out}")
+    print(f"BLEU on {sentences_text(*scored.bleu_set())}: {len(scored.efficient())} points served; wrote {args.out}")
     return 0
 
 

@@ -8,7 +8,8 @@ Schema (``format: dynhat-operating-points``, ``version: 1``)::
     space_definition: {HAT's space keys}    # the space itself, so a reduced or custom space needs no other file
     checkpoint: {path, sha256}              # the SuperTransformer whose weights the points inherit
     fitness: {valid_sentences, seed, mode, precision,   # validation subset and precision of the losses,
-              bleu_split, bleu_sentences}       # and the sentences every point's ``bleu`` is measured on
+              bleu_split | bleu_files: [src, ref],  # and the sentences every point's ``bleu`` is measured on
+              bleu_sentences}                   #   (the first N; none: all)
     points:                                 # fastest first
       - id, constraint_ms, predicted_ms, measured_ms, valid_loss, bleu, params, decoder_layers, beam,
         config: {HAT's SubTransformer keys}
@@ -111,9 +112,13 @@ class PointLibrary:
         return list(first.values())
 
     def bleu_set(self) -> tuple[str, int | None]:
-        """The Multi30k split whose first N sentences (None: all) every point's ``bleu`` is measured on: the
-        validation set, so that ranking points by it selects nothing on test data. A library that records
-        ``test_sentences`` instead (the older format) measured its BLEU on test_2016_flickr."""
+        """What every point's ``bleu`` is measured on, and on how many of its first sentences (None: all): a
+        Multi30k split, the validation set unless told otherwise, so that ranking points by it selects nothing on
+        test data; or a development set of the user's (``bleu_files``, named by its source file). A library that
+        records ``test_sentences`` instead (the older format) measured its BLEU on test_2016_flickr."""
+        files = self.fitness.get("bleu_files")
+        if files:
+            return str(files[0] if isinstance(files, list) else files), self.fitness.get("bleu_sentences")
         if "bleu_split" in self.fitness:
             return str(self.fitness["bleu_split"]), self.fitness.get("bleu_sentences")
         return "test_2016_flickr", self.fitness.get("test_sentences")

@@ -10,10 +10,12 @@ its constraint is its measured latency (one it meets on this device).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dynhat.data.corpus import ParallelCorpus
+from dynhat.data.corpus import ParallelCorpus, read_parallel
 from dynhat.data.fetch import SPLITS, load_multi30k
 from dynhat.errors import ConfigError
 from dynhat.inference.measure import measure_latency
@@ -36,12 +38,36 @@ def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPo
                       field="points")
 
 
-def bleu_sentences(library: PointLibrary, root: str | Path) -> ParallelCorpus:
-    """The sentences ``library`` states its BLEU on (``PointLibrary.bleu_set``), from the Multi30k at ``root``."""
-    split, count = library.bleu_set()
-    if split not in SPLITS or (count is not None and (not isinstance(count, int) or count < 1)):
-        raise ConfigError(f"expected bleu_split one of {list(SPLITS)} and bleu_sentences a positive integer or "
-                          f"none, got {split!r} and {count!r}", field="fitness")
+BLEU_KEYS = ("bleu_split", "bleu_files", "bleu_sentences", "test_sentences")  # of a library's fitness
+
+
+def with_bleu_set(library: PointLibrary, count: int | None, split: str | None = None,
+                  files: Sequence[str | Path] | None = None) -> PointLibrary:
+    """``library`` stating its BLEU on the first ``count`` sentences (None: all) of Multi30k's ``split`` or of
+    ``files`` (source, reference: a development set of one's own); what ``bleu_sentences`` then loads and
+    ``rescore_bleu`` scores."""
+    if (split is None) == (files is None):
+        raise ValueError("give a split or files, not both")
+    kept = {k: v for k, v in library.fitness.items() if k not in BLEU_KEYS}
+    where = {"bleu_split": split} if files is None else {"bleu_files": [str(f) for f in files]}
+    return replace(library, fitness=kept | where | {"bleu_sentences": count})
+
+
+def bleu_sentences(library: PointLibrary, root: str | Path | None) -> ParallelCorpus:
+    """The sentences ``library`` states its BLEU on (``PointLibrary.bleu_set``): its files, or its split of the
+    Multi30k at ``root``."""
+    fit, (split, count) = library.fitness, library.bleu_set()
+    files = fit.get("bleu_files")
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ConfigError(f"bleu_sentences: expected a positive integer or none, got {count!r}", field="fitness")
+    if files is not None:
+        if not (isinstance(files, list) and len(files) == 2 and all(isinstance(f, str) for f in files)):
+            raise ConfigError(f"bleu_files: expected [source file, reference file], got {files!r}", field="fitness")
+        return first_sentences(read_parallel(*files), count)
+    if split not in SPLITS:
+        raise ConfigError(f"bleu_split: expected one of {list(SPLITS)}, got {split!r}", field="fitness")
+    if root is None:
+        raise ValueError(f"the library's BLEU is on Multi30k's {split}: give the Multi30k folder")
     return first_sentences(load_multi30k(split, root), count)
 
 

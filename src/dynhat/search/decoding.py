@@ -75,16 +75,14 @@ def add_int8_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, se
     return replace(library, points=[replace(p, bleu_int8=scores[p.id]) for p in library.points])
 
 
-def rescore_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, split: str, sentences: ParallelCorpus,
+def rescore_bleu(library: PointLibrary, model: SuperTransformer, vocab: Any, sentences: ParallelCorpus,
                  progress: bool = True) -> PointLibrary:
-    """``library`` with every point's BLEU measured again on ``sentences`` (the first of Multi30k's ``split``) and
-    recorded as its ``bleu_set``, so its served points are ranked on them; int8 BLEU, where the library holds it,
-    is measured again on the same sentences."""
+    """``library`` with every point's BLEU measured again on ``sentences``, those its ``bleu_set`` names
+    (``dynhat.recipes.points.with_bleu_set`` moves a library to others), so its served points are ranked on them;
+    int8 BLEU, where the library holds it, is measured again on the same sentences."""
     scores = {p.id: point_bleu(model, vocab, p.config, sentences, p.beam)
-              for p in tqdm(library.unique(), desc=f"BLEU on {split}", unit="point", disable=not progress)}
-    fitness = {k: v for k, v in library.fitness.items() if k != "test_sentences"}
-    scored = replace(library, points=[replace(p, bleu=scores[p.id], bleu_int8=None) for p in library.points],
-                     fitness=fitness | {"bleu_split": split, "bleu_sentences": len(sentences.src)})
+              for p in tqdm(library.unique(), desc="BLEU", unit="point", disable=not progress)}
+    scored = replace(library, points=[replace(p, bleu=scores[p.id], bleu_int8=None) for p in library.points])
     if any(p.bleu_int8 is not None for p in library.points):
         return add_int8_bleu(scored, model, vocab, sentences, progress)
     return scored
