@@ -306,7 +306,7 @@ def _points_bleu(args: argparse.Namespace) -> int:
                           "the release with it (dynhat export --points)", field="--out")
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
-    files = None if args.src is None else (args.src, args.ref)
+    files = None if args.src is None else (Path(args.src).resolve(), Path(args.ref).resolve())  # from anywhere
     moved = with_bleu_set(library, args.sentences or None, None if files else args.split or "val", files)
     root = None if files else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
     scored = replace(rescore_bleu(moved, model, vocab, bleu_sentences(moved, root)),  # these weights: checked above
