@@ -28,6 +28,8 @@ from dynhat.space.config import SubTransformerConfig
 from dynhat.space.cost import count_params
 from dynhat.translate.interface import TextVocabulary
 
+BLEU_KEYS = ("bleu_split", "bleu_files", "bleu_sentences", "test_sentences")  # of a library's fitness
+
 
 def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPoint:
     """The point ``point_id`` of ``library`` (read from ``source``)."""
@@ -38,16 +40,13 @@ def find_point(library: PointLibrary, point_id: str, source: str) -> OperatingPo
                       field="points")
 
 
-BLEU_KEYS = ("bleu_split", "bleu_files", "bleu_sentences", "test_sentences")  # of a library's fitness
-
-
 def with_bleu_set(library: PointLibrary, count: int | None, split: str | None = None,
                   files: Sequence[str | Path] | None = None) -> PointLibrary:
     """``library`` stating its BLEU on the first ``count`` sentences (None: all) of Multi30k's ``split`` or of
     ``files`` (source, reference: a development set of one's own); what ``bleu_sentences`` then loads and
     ``rescore_bleu`` scores."""
     if (split is None) == (files is None):
-        raise ValueError("give a split or files, not both")
+        raise ValueError("give one of split and files")
     kept = {k: v for k, v in library.fitness.items() if k not in BLEU_KEYS}
     where = {"bleu_split": split} if files is None else {"bleu_files": [str(f) for f in files]}
     return replace(library, fitness=kept | where | {"bleu_sentences": count})
