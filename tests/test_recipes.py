@@ -33,6 +33,21 @@ class WidthPredictor:
         return np.atleast_2d(features)[:, 0] * 10.0
 
 
+def _toy_library(tmp_path: Path, bleu: tuple[float, float], fitness: dict, greedy_largest: bool = True):
+    """A toy checkpoint (``toy.pt``) and a library of its smallest and largest SubTransformers (``lib.yml``, the
+    largest greedy unless told otherwise) in ``tmp_path``; returns the checkpoint's space."""
+    from helpers.toy_checkpoint import toy_checkpoint
+
+    from dynhat.io import file_sha256
+
+    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
+    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
+    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, bleu[0], 100),
+              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, bleu[1], 100, beam=1 if greedy_largest else 4)]
+    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, fitness, space.to_dict()).save(tmp_path / "lib.yml")
+    return space
+
+
 def test_one_rule_splits_every_population() -> None:
     hat = EvolutionSettings.for_population(125, iterations=30)
     assert (hat.parents, hat.mutations, hat.crossovers) == (25, 50, 50) and hat == EvolutionSettings()
@@ -127,17 +142,9 @@ def test_points_add_verb_adds_a_verified_point_to_a_library(tmp_path: Path, data
 
 @pytest.mark.shared_data
 def test_points_int8_verb_scores_every_point_in_int8(tmp_path: Path, data_dir: Path) -> None:
-    from helpers.toy_checkpoint import toy_checkpoint
-
     from dynhat.cli import main
-    from dynhat.io import file_sha256
 
-    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
-    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
-    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 1.0, 100),
-              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 2.0, 100, beam=1)]
-    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"bleu_split": "val", "bleu_sentences": 3},
-                 space.to_dict()).save(tmp_path / "lib.yml")
+    space = _toy_library(tmp_path, (1.0, 2.0), {"bleu_split": "val", "bleu_sentences": 3})
     args = ["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--out", str(tmp_path / "q.yml"),
             "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
@@ -149,21 +156,14 @@ def test_points_int8_verb_scores_every_point_in_int8(tmp_path: Path, data_dir: P
 
 @pytest.mark.shared_data
 def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path: Path, data_dir: Path) -> None:
-    from helpers.toy_checkpoint import toy_checkpoint
-
     from dynhat.cli import main
     from dynhat.data.fetch import load_multi30k
     from dynhat.inference.checkpoint import load_trained
-    from dynhat.io import file_sha256
     from dynhat.search.decoding import point_bleu
     from dynhat.search.operating_points import first_sentences
 
-    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
-    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
-    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 91.0, 100),
-              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 92.0, 100, beam=1)]
-    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {"test_sentences": 3},  # its BLEU on test
-                 space.to_dict()).save(tmp_path / "lib.yml")
+    space = _toy_library(tmp_path, (91.0, 92.0), {"test_sentences": 3})  # its BLEU on test
+    points = PointLibrary.load(tmp_path / "lib.yml", space=space).sorted()
     args = ["points", "bleu", str(tmp_path / "toy.pt"), str(tmp_path / "lib.yml"), "--sentences", "5", "--out",
             str(tmp_path / "val.yml"), "--from", str(data_dir / "multi30k"), "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
@@ -195,16 +195,10 @@ def test_scenario_verb_streams_the_split_it_is_given(tmp_path: Path, data_dir: P
     import json
 
     import yaml
-    from helpers.toy_checkpoint import toy_checkpoint
 
     from dynhat.cli import main
-    from dynhat.io import file_sha256
 
-    space = toy_checkpoint(tmp_path / "toy.pt")[0].space
-    origin = {"path": str(tmp_path / "toy.pt"), "sha256": file_sha256(tmp_path / "toy.pt")}
-    points = [OperatingPoint(smallest(space), 10.0, 9.0, 3.0, 9.5, 1.0, 100),
-              OperatingPoint(largest(space), 20.0, 19.0, 2.0, 19.5, 2.0, 100)]
-    PointLibrary(points, space.name, origin, {"cpu": "toy"}, 1, {}, space.to_dict()).save(tmp_path / "lib.yml")
+    _toy_library(tmp_path, (1.0, 2.0), {}, greedy_largest=False)
     (tmp_path / "phases.yml").write_text(yaml.safe_dump({"threads": 1, "budget_factor": 1.0, "phases": [
         {"name": "all", "sentences": 3}]}))
     texts = {}

@@ -197,19 +197,23 @@ def print_library(library: Any) -> None:
               f"{library.served_as(p):<7} {p.id}")
 
 
+def _multi30k_for(args: argparse.Namespace, library: Any) -> Any:
+    """The Multi30k folder a library's BLEU sentences come from; None for a development set of the user's."""
+    from dynhat.data.fetch import fetch_multi30k
+
+    return None if library.fitness.get("bleu_files") else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
+
+
 def _library_and_sentences(args: argparse.Namespace, path: str) -> tuple[Any, Any, Any, Any]:
     """The checkpoint's model and vocabulary, its library at ``path``, and the sentences the library's BLEU is
     stated on (what a point added to or scored in it is verified on)."""
-    from dynhat.data.fetch import fetch_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary
     from dynhat.recipes.points import bleu_sentences
 
     model, vocab = load_trained(args.checkpoint)
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
-    own = library.fitness.get("bleu_files")  # a development set of the user's: no Multi30k needed
-    root = None if own else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    return model, vocab, library, bleu_sentences(library, root)
+    return model, vocab, library, bleu_sentences(library, _multi30k_for(args, library))
 
 
 def _variants(args: argparse.Namespace) -> int:
@@ -291,7 +295,6 @@ def _points_bleu(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from dynhat.data.fetch import fetch_multi30k
     from dynhat.inference.checkpoint import load_trained
     from dynhat.inference.points import PointLibrary, checkpoint_sha256, sentences_text
     from dynhat.inference.release import is_release, library_file
@@ -308,8 +311,8 @@ def _points_bleu(args: argparse.Namespace) -> int:
     library = PointLibrary.load(path, checkpoint=args.checkpoint, space=model.space)
     files = None if args.src is None else (Path(args.src).resolve(), Path(args.ref).resolve())  # from anywhere
     moved = with_bleu_set(library, args.sentences or None, None if files else args.split or "val", files)
-    root = None if files else fetch_multi30k(args.cache_dir, args.mirror, progress=False)
-    scored = replace(rescore_bleu(moved, model, vocab, bleu_sentences(moved, root)),  # these weights: checked above
+    sentences = bleu_sentences(moved, _multi30k_for(args, moved))
+    scored = replace(rescore_bleu(moved, model, vocab, sentences),  # of these weights: checked above
                      checkpoint={"path": str(args.checkpoint), "sha256": checkpoint_sha256(args.checkpoint)})
     scored.save(args.out)
     print_library(scored)
