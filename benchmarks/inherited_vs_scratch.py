@@ -3,9 +3,10 @@
 Each from-scratch checkpoint was trained by the same trainer with ``--sampling fixed --fixed-config CONFIG`` and
 the SuperTransformer's recipe (until its validation loss stopped improving, ``--patience``, or with the same
 budget); its configuration is read from the checkpoint's settings. Both are scored the same way: sacreBLEU on
-test_2016_flickr and test_2017_flickr and validation loss on all of val. Given a library (``--library``, default the
-one a release holds), each row is named by the operating point it is (fastest, middle, best:
-``PointLibrary.select``) and both sides decode with that point's beam; otherwise beam 4. Length penalty 0.6. Writes
+test_2016_flickr and test_2017_flickr, with a paired bootstrap test of the gap, and validation loss on all of val.
+Given a library (``--library``, default the one a release holds), each row is named by the operating point it is
+(fastest, middle, best: ``PointLibrary.select``) and both sides decode with that point's beam; otherwise beam 4.
+Length penalty 0.6. Writes
 results/inherited_vs_scratch.md. With ``--results FILE`` each pair's scores are kept (keyed by the SHA-256 of both
 weights files and the beam), so runs as the from-scratch trainings finish add to one table. The inherited side is a
 training checkpoint or a release (the shipped one by name, whose ``points.yml`` is the library the main job searched
@@ -37,6 +38,7 @@ from dynhat.io import atomic_write_text
 from dynhat.recipes.evaluate import evaluate
 from dynhat.space import SubTransformerConfig
 from dynhat.space.cost import count_params
+from dynhat.translate.bleu import paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "inherited_vs_scratch.md"
@@ -111,14 +113,17 @@ def _run(args: argparse.Namespace) -> None:
         config = SubTransformerConfig.from_yaml(settings["fixed_config"]).validate(supernet.space, path)
         name, beam = names.get(config.id, (f"`{config.id}`", 4))
         key = f"{super_sha}:{facts['checkpoint_sha256']}:beam{beam}"
-        if key not in known:
+        if not all("p_value" in known.get(key, {}).get(split, {}) for split in TESTS):
             scratch, scratch_vocab = load_trained(path)
             scores: dict[str, Any] = {}
             for split, test in tests.items():
                 loss_on = valid if split == TESTS[0] else None  # the validation loss once, with the first test set
                 inherited = evaluate(supernet, super_vocab, config, test, loss_on, beam)
                 alone = evaluate(scratch, scratch_vocab, config, test, loss_on, beam)
-                scores[split] = {"inherited": inherited.bleu.sacrebleu, "scratch": alone.bleu.sacrebleu}
+                test_ = paired_bootstrap(alone.hypotheses, inherited.hypotheses, test.tgt)
+                scores[split] = {"inherited": inherited.bleu.sacrebleu, "scratch": alone.bleu.sacrebleu,
+                                 "p_value": test_.p_value, "inherited_ci": test_.system_ci,
+                                 "scratch_ci": test_.baseline_ci}
                 if loss_on is not None:
                     scores["loss"] = {"inherited": inherited.valid_loss, "scratch": alone.valid_loss}
             known[key] = scores
@@ -131,7 +136,7 @@ def _run(args: argparse.Namespace) -> None:
 
     def pair(r: dict[str, float]) -> str:
         a, b = r["inherited"], r["scratch"]
-        return f"{a:.2f} | {b:.2f} | {(a / b - 1) * 100 if b else float('nan'):+.1f} %"
+        return f"{a:.2f} | {b:.2f} | {(a / b - 1) * 100 if b else float('nan'):+.1f} % (p {r['p_value']:.3f})"
 
     lines = [HEADING, "",
              f"Command: `python benchmarks/inherited_vs_scratch.py {args.supertransformer} {' '.join(args.scratch)}"
@@ -141,7 +146,9 @@ def _run(args: argparse.Namespace) -> None:
              f"{machine_info()['cpu']}). Training: {args.recipe} for every run (the from-scratch ones with "
              "`--sampling fixed --fixed-config --distill 0`).", "", *budgets, "",
              "sacreBLEU (13a, cased) on every sentence of each test set, length penalty 0.6, both sides at the "
-             "point's beam; validation loss on all of val (bits per token).", "",
+             "point's beam; p: sacreBLEU's paired bootstrap resampling of the two sides' translations (1,000 "
+             "resamples; below 0.05, the gap is larger than the test set's sampling noise); validation loss on all "
+             "of val (bits per token).", "",
              "| point | SubTransformer | beam | params | 2016 inherited | 2016 scratch | 2016 relative | "
              "2017 inherited | 2017 scratch | 2017 relative | loss inherited | loss scratch |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -4,7 +4,15 @@ import pytest
 import sacrebleu
 
 from dynhat.errors import DataError
-from dynhat.translate.bleu import BleuScores, hat_bleu, moses_tokenize, multi30k_bleu, score, split_compounds
+from dynhat.translate.bleu import (
+    BleuScores,
+    hat_bleu,
+    moses_tokenize,
+    multi30k_bleu,
+    paired_bootstrap,
+    score,
+    split_compounds,
+)
 
 REFS = ["Ein Mann fährt ein rot-weißes Fahrrad.", "Zwei Kinder spielen im „Park“, nicht wahr?",
         "Eine Frau mit schwarzen Haaren liest ein Buch."]
@@ -55,3 +63,18 @@ def test_multi30k_convention_is_lowercased_normalised_and_tokenized() -> None:
 def test_bad_input(hyps: list[str], refs: list[str], message: str) -> None:
     with pytest.raises(DataError, match=message):
         score(hyps, refs)
+
+
+def test_paired_bootstrap_tells_a_real_gap_from_noise() -> None:
+    words = ["ein", "mann", "eine", "frau", "zwei", "kinder", "ein", "hund", "spielt", "im", "park", "auf", "der",
+             "straße", "mit", "einem", "ball"]
+    refs = [" ".join(words[i % 7:i % 7 + 5]) + f" {i}." for i in range(200)]
+    worse = [r if i % 4 else "ein Hund." for i, r in enumerate(refs)]
+    other = [r if i % 4 != 1 else "ein Hund." for i, r in enumerate(refs)]  # as good, other sentences broken
+    same = paired_bootstrap(worse, other, refs)
+    assert abs(same.system - same.baseline) < 2 and same.p_value > 0.2
+    better = paired_bootstrap(worse, refs, refs)
+    assert better.system == pytest.approx(100) and better.baseline < better.system
+    assert better.p_value < 0.01 and better.baseline_ci > 0
+    with pytest.raises(DataError, match="199 hypotheses but 200 references"):
+        paired_bootstrap(worse, refs[:-1], refs)
