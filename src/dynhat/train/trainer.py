@@ -114,6 +114,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def deterministic_cuda() -> None:
+    """Exact resumption on a GPU: kernels without racing atomics, and the fixed cuBLAS workspace they need."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matrix products run natively: a GPU with bf16, or a CPU with AMX or AVX-512 BF16."""
     if device.type == "cuda":
@@ -178,6 +184,8 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         torch.manual_seed(settings.seed)
         self.device = resolve_device(settings.device)
+        if self.device.type == "cuda":
+            deterministic_cuda()
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
