@@ -39,7 +39,7 @@ def _settings(tmp_path: Path, run: Path, **kwargs: object) -> PipelineSettings:
 def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("DYNHAT_DATA", str(data_dir))
     run = tmp_path / "run"
-    settings = _settings(tmp_path, run, train=True, train_minutes=0.05, paired="off")
+    settings = _settings(tmp_path, run, train=True, train_minutes=0.05, paired="off", command="dynhat run --train")
     summary = run_pipeline(settings)
     for name in ("checkpoint_best.pt", "latency.csv", "latency_predictor.pt", "operating_points.yml",
                  "scenario/report.json", "scenario/table.md", "scenario/timeline.png", "summary.json"):
@@ -47,6 +47,7 @@ def test_the_main_job_runs_every_step_and_resumes(data_dir: Path, tmp_path: Path
     library = PointLibrary.load(run / "operating_points.yml", checkpoint=run / "checkpoint_best.pt")
     assert library.points and all(p.measured_ms and p.measured_ms > 0 and p.bleu is not None for p in library.points)
     assert library.bleu_set() == ("val", 8)  # the served points are chosen on validation sentences, not test
+    assert library.commands == ["dynhat run --train"]  # the job's command line: how to make the library again
     assert json.loads((run / "summary.json").read_text()) == summary
     overall = {row["run"]: row for row in summary["scenario"]}
     searched = {p.config.id for p in library.points if p.beam == 4}

@@ -3,6 +3,7 @@ predicted range, adding a verified point to a library, the scenario's targets.""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -169,6 +170,7 @@ def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path
     assert main(args) == 0
     scored = PointLibrary.load(tmp_path / "val.yml", checkpoint=tmp_path / "toy.pt", space=space)
     assert scored.bleu_set() == ("val", 5) and "test_sentences" not in scored.fitness
+    assert scored.commands == [shlex.join(["dynhat", *args])]  # how the file was made, to make it again
     model, vocab = load_trained(tmp_path / "toy.pt")
     val = first_sentences(load_multi30k("val", data_dir / "multi30k"), 5)
     assert [p.bleu for p in scored.sorted()] == [point_bleu(model, vocab, p.config, val, p.beam) for p in points]
@@ -185,8 +187,10 @@ def test_points_bleu_verb_moves_a_librarys_bleu_to_validation_sentences(tmp_path
     mine = PointLibrary.load(tmp_path / "own.yml", checkpoint=tmp_path / "toy.pt", space=space)
     assert mine.bleu_set() == (str(tmp_path / "dev.en"), None)
     assert [p.bleu for p in mine.sorted()] == [point_bleu(model, vocab, p.config, val, p.beam) for p in points]
-    assert main(["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "own.yml"), "--out",
-                 str(tmp_path / "own8.yml")]) == 0  # the files, no Multi30k folder needed
+    int8 = ["points", "int8", str(tmp_path / "toy.pt"), str(tmp_path / "own.yml"), "--out", str(tmp_path / "own8.yml")]
+    assert main(int8) == 0  # the files, no Multi30k folder needed
+    made = PointLibrary.load(tmp_path / "own8.yml", space=space).commands
+    assert made == [shlex.join(["dynhat", *own]), shlex.join(["dynhat", *int8])]  # each step, in order
     assert main([*own[:4], "--split", "val", *own[4:]]) == 2  # files or a split, not both
 
 

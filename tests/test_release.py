@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ from helpers.toy_checkpoint import LINES, toy_checkpoint
 from dynhat.cli import main
 from dynhat.errors import DataError
 from dynhat.inference.checkpoint import load_trained
-from dynhat.inference.points import OperatingPoint, PointLibrary, file_sha256
-from dynhat.inference.release import export_checkpoint, is_release, load_release
+from dynhat.inference.points import OperatingPoint, PointLibrary, checkpoint_sha256, file_sha256
+from dynhat.inference.release import export_checkpoint, is_release, load_release, released_with
 from dynhat.space import largest, smallest
 
 
@@ -175,6 +176,22 @@ def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_a
     assert commands[1] == (f"dynhat export {again} --out-dir {tmp_path / 'third'} --dtype bf16 "
                            f"--points {again / 'points.yml'}")
     assert "\n".join(commands) in (third / "card.md").read_text()  # the Reproduce section: every step
+    # a library that records the commands that made it: they come before the export that ships it
+    library = PointLibrary.load(third / "points.yml")
+    rescored = replace(library, checkpoint={"path": str(third), "sha256": checkpoint_sha256(third)}).made_by(
+        f"dynhat points bleu {third} {third} --out {tmp_path / 'val.yml'}")  # as that verb writes it
+    rescored.save(tmp_path / "val.yml")
+    fourth = export_checkpoint(third, tmp_path / "fourth", points=tmp_path / "val.yml")
+    export = f"dynhat export {third} --out-dir {tmp_path / 'fourth'} --dtype bf16 --points {tmp_path / 'val.yml'}"
+    assert json.loads((fourth / "model.json").read_text())["released_with"] == [*commands, *rescored.commands, export]
+    assert PointLibrary.load(fourth / "points.yml").commands == rescored.commands  # the release's library keeps them
+
+
+def test_released_with_lists_each_command_once_where_it_ran() -> None:
+    assert released_with(["export A"], ["search", "bleu"], "export B") == ["export A", "search", "bleu", "export B"]
+    assert released_with(["export A"], ["search", "search"], "export A") == ["search", "export A"]  # again
+    assert released_with(["search", "export A"], ["search", "bleu"], "export B") == [
+        "search", "export A", "bleu", "export B"]
 
 
 def test_a_card_without_a_command_says_how_to_reproduce_from_the_settings(tmp_path) -> None:

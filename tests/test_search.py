@@ -186,10 +186,15 @@ def test_point_library_round_trip_and_checkpoint_check(tmp_path: Path, space: De
               OperatingPoint(smallest(space), 80.0, 60.0, 3.9, 61.0, 25.0, 500)]
     lib = PointLibrary(points, "multi30k-cpu", {"path": str(ckpt), "sha256": file_sha256(ckpt)},
                        {"cpu": "x", "logical_cores": 2, "torch": "2"}, 1, {"valid_sentences": 10})
-    lib.save(tmp_path / "points.yml")
+    lib.made_by("dynhat search model.pt --out points.yml").made_by(None).save(tmp_path / "points.yml")
     back = PointLibrary.load(tmp_path / "points.yml", checkpoint=ckpt)
     assert [p.id for p in back.points] == [smallest(space).id, largest(space).id]  # fastest first
     assert back.points[1].measured_ms == 160.0 and back.points[1].bleu == 30.1
+    assert back.commands == ["dynhat search model.pt --out points.yml"] and lib.commands == []
+    text = (tmp_path / "points.yml").read_text()
+    (tmp_path / "bad.yml").write_text(text.replace("- dynhat search model.pt --out points.yml", "  run: 3"))
+    with pytest.raises(ConfigError, match=r"bad\.yml.*commands.*expected a list of command lines"):
+        PointLibrary.load(tmp_path / "bad.yml")
     ckpt.write_bytes(b"other weights")
     with pytest.raises(DataError, match="belong to checkpoint"):
         PointLibrary.load(tmp_path / "points.yml", checkpoint=ckpt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 on success; 2 with one line on bad input (argparse's convention); 1 with one line on an internal
     error, which is a bug to report; never a traceback."""
     args = build_parser().parse_args(argv)
+    # the command as typed, recorded in the files that commands write (an operating-point library's `commands`)
+    args.invocation = shlex.join(["dynhat", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args) or 0)
     except DynhatError as err:

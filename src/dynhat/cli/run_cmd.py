@@ -55,5 +55,5 @@ def _run(args: argparse.Namespace) -> int:
                                   population=args.population, generations=args.generations,
                                   valid_sentences=args.valid_sentences, bleu_sentences=args.bleu_sentences or None,
                                   scenario=args.scenario,
-                                  cache_dir=args.cache_dir))
+                                  cache_dir=args.cache_dir, command=args.invocation))
     return 0

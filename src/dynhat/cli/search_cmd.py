@@ -221,6 +221,7 @@ def _variants(args: argparse.Namespace) -> int:
 
     model, vocab, library, sentences = _library_and_sentences(args, args.points)
     extended = add_variants(library, model, vocab, sentences, args.beams, args.runs, cpus=args.cpus)
+    extended = extended.made_by(args.invocation)
     extended.save(args.out)
     print_library(extended)
     print(f"{len(extended.points) - len(library.points)} variants added; wrote {args.out}")
@@ -247,8 +248,9 @@ def _search(args: argparse.Namespace) -> int:
     with pinned(None, args.threads):
         report = search_operating_points(model, vocab, args.checkpoint, predictor, load_multi30k("val", root),
                                          settings)
-    report.library.save(args.out)
-    print_library(report.library)
+    library = report.library.made_by(args.invocation)
+    library.save(args.out)
+    print_library(library)
     for o in report.overshoots:
         print(f"over its constraint: {o['id']} at {o['constraint_ms']:g} ms measured {o['measured_ms']:.2f} ms "
               f"(predicted {o['predicted_ms']:.2f}, margin {o['margin']:.2f}, attempt {o['attempt']})")
@@ -273,7 +275,7 @@ def _points_add(args: argparse.Namespace) -> int:
     with pinned(None, library.threads):
         point = add_point(library, config, model, vocab, load_predictor(args.predictor), load_multi30k("val", root),
                           bleu_sentences(library, root), args.runs)
-    library.save(args.out)
+    library.made_by(args.invocation).save(args.out)
     print(f"{point.id}: measured {point.measured_ms:.1f} ms, predicted {point.predicted_ms:.1f} ms, valid loss "
           f"{point.valid_loss:.4f}, BLEU {point.bleu}; wrote {args.out}")
     return 0
@@ -284,7 +286,7 @@ def _points_int8(args: argparse.Namespace) -> int:
     from dynhat.search.decoding import add_int8_bleu
 
     model, vocab, library, sentences = _library_and_sentences(args, args.library)
-    scored = add_int8_bleu(library, model, vocab, sentences)
+    scored = add_int8_bleu(library, model, vocab, sentences).made_by(args.invocation)
     scored.save(args.out)
     print_library(scored)
     print(f"int8 BLEU on {sentences_text(*library.bleu_set())}; wrote {args.out}")
@@ -313,7 +315,8 @@ def _points_bleu(args: argparse.Namespace) -> int:
     moved = with_bleu_set(library, args.sentences or None, None if files else args.split or "val", files)
     sentences = bleu_sentences(moved, _multi30k_for(args, moved))
     scored = replace(rescore_bleu(moved, model, vocab, sentences),  # of these weights: checked above
-                     checkpoint={"path": str(args.checkpoint), "sha256": checkpoint_sha256(args.checkpoint)})
+                     checkpoint={"path": str(args.checkpoint), "sha256": checkpoint_sha256(args.checkpoint)}
+                     ).made_by(args.invocation)
     scored.save(args.out)
     print_library(scored)
     print(f"BLEU on {sentences_text(*scored.bleu_set())}: {len(scored.efficient())} points served; wrote {args.out}")

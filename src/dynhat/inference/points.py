@@ -27,7 +27,7 @@ that cannot hold its configurations is an error. The library a release folder ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ VERSION = 1
 DEFAULT_BEAM = 4  # HAT's protocol and fairseq's WMT setting
 MAX_BEAM = 64
 LIBRARY_KEYS = ("format", "version", "device", "threads", "space", "space_definition", "checkpoint", "fitness",
-                "points")
+                "commands", "points")
 POINT_KEYS = ("id", "constraint_ms", "predicted_ms", "measured_ms", "valid_loss", "bleu", "params",
               "decoder_layers", "beam", "config", "bleu_int8")
 
@@ -93,6 +93,11 @@ class PointLibrary:
     threads: int
     fitness: dict[str, Any] = field(default_factory=dict)
     space_definition: dict[str, Any] | None = None
+    commands: list[str] = field(default_factory=list)  # the dynhat commands that made it, in order: how to redo it
+
+    def made_by(self, command: str | None) -> PointLibrary:
+        """This library with ``command`` appended to the commands that made it (None: one made from Python)."""
+        return self if command is None else replace(self, commands=[*self.commands, command])
 
     def design_space(self) -> DesignSpace:
         if self.space_definition is not None:
@@ -167,7 +172,7 @@ class PointLibrary:
     def save(self, path: str | Path) -> None:
         data = {"format": FORMAT, "version": VERSION, "device": self.device, "threads": self.threads,
                 "space": self.space, "space_definition": self.space_definition, "checkpoint": self.checkpoint,
-                "fitness": self.fitness,
+                "fitness": self.fitness, "commands": self.commands,
                 "points": [p.to_dict() for p in self.sorted()]}
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
@@ -200,10 +205,13 @@ class PointLibrary:
                      else load_space(name))
         if not isinstance(data["points"], list):
             raise ConfigError("expected a list of points", source=str(path), field="points")
+        commands = data.get("commands") or []
+        if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+            raise ConfigError("expected a list of command lines", source=str(path), field="commands")
         points = [_point(item, f"{path}: points[{i}]", space) for i, item in enumerate(data["points"])]
         return cls(points, name, origin, schema.mapping(data["device"], str(path), "device"),
                    schema.integer(data, "threads", str(path), low=1),
-                   schema.mapping(data.get("fitness") or {}, str(path), "fitness"), definition)
+                   schema.mapping(data.get("fitness") or {}, str(path), "fitness"), definition, commands)
 
 
 def sentences_text(split: str, count: int | None) -> str:

@@ -166,8 +166,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     if points is not None:
         library = PointLibrary.load(points, checkpoint=checkpoint, space=model.space)
         earlier = facts.get("released_with") or []  # a release re-exported: the commands that made it, in order
-        facts["released_with"] = [*([earlier] if isinstance(earlier, str) else earlier),
-                                  f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} --points {points}"]
+        facts["released_with"] = released_with([earlier] if isinstance(earlier, str) else earlier, library.commands,
+                                               f"dynhat export {checkpoint} --out-dir {out_dir} --dtype {dtype} "
+                                               f"--points {points}")
         split, count = library.bleu_set()
         origin = {"device": library.device.get("cpu"), "threads": library.threads, "bleu_split": split,
                   "bleu_sentences": count}
@@ -176,6 +177,17 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
             splits = {} if score is None else {"bleu_splits": dict(score(model, vocab, point))}
             rows.append(point.to_dict() | splits | {"served": library.served_as(point)})
     return export_release(model, vocab, out_dir, dtype, facts, model_card(name, facts, rows, origin), library)
+
+
+def released_with(earlier: list[str], library_commands: list[str], export: str) -> list[str]:
+    """The commands that made a release, in order: the earlier ones, then those that made the library it is
+    exported with (each once), then the export. The same export again puts its library's new commands before
+    the export's first use, where they ran."""
+    new = [c for c in dict.fromkeys(library_commands) if c not in earlier]
+    if export in earlier:
+        at = earlier.index(export)
+        return [*earlier[:at], *new, *earlier[at:]]
+    return [*earlier, *new, export]
 
 
 def training_facts(checkpoint: str | Path, name: str, train_command: str | None = None) -> dict[str, Any]:

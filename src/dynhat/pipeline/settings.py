@@ -34,6 +34,7 @@ class PipelineSettings:
     scenario: str | None = None  # phases YAML (default: the shipped one)
     threads: int = 1
     cache_dir: str | None = None
+    command: str | None = None  # the command line that started the job: recorded in the library it writes
 
     def __post_init__(self) -> None:
         if self.paired not in PAIRED_CHOICES:

@@ -177,7 +177,8 @@ def _search(steps: _Steps, settings: PipelineSettings, run: Path, trained: tuple
                                 verify_runs=settings.latency_runs, bleu_sentences=settings.bleu_sentences,
                                 variant_beams=settings.variant_beams, threads=settings.threads,
                                 workers=len(os.sched_getaffinity(0)), measure_cpus=cpus)
-        library = search_operating_points(model, vocab, checkpoint, predictor, valid, search).library
+        library = search_operating_points(model, vocab, checkpoint, predictor, valid, search).library.made_by(
+            settings.command)
         library.save(points_path)
     served = {p.id for p in library.efficient()}
     for p in library.sorted():
