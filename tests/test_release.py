@@ -155,7 +155,7 @@ def test_a_release_holds_its_library_for_serving_and_translating_by_point_name(t
     assert release_library(out) is None and not (out / "points.yml").exists()
 
 
-def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_and_facts(tmp_path) -> None:
+def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_and_facts(tmp_path, capsys) -> None:
     toy_checkpoint(tmp_path / "toy.pt")
     first = export_checkpoint(tmp_path / "toy.pt", tmp_path / "first" / "toy-en-de")
     released, _ = load_release(first)
@@ -185,6 +185,9 @@ def test_a_release_re_exported_with_a_library_searched_on_it_keeps_its_weights_a
     export = f"dynhat export {third} --out-dir {tmp_path / 'fourth'} --dtype bf16 --points {tmp_path / 'val.yml'}"
     assert json.loads((fourth / "model.json").read_text())["released_with"] == [*commands, *rescored.commands, export]
     assert PointLibrary.load(fourth / "points.yml").commands == rescored.commands  # the release's library keeps them
+    capsys.readouterr()
+    assert main(["points", "show", str(fourth)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"made by: {rescored.commands[-1]}"
 
 
 def test_released_with_lists_each_command_once_where_it_ran() -> None:

@@ -333,6 +333,8 @@ def _points_show(args: argparse.Namespace) -> int:
           f"{library.device.get('cpu', 'an unnamed CPU')} at {library.threads} thread(s), space {library.space}; "
           f"BLEU on {sentences_text(*library.bleu_set())}")
     print_library(library)
+    for command in library.commands:
+        print(f"made by: {command}")
     return 0
 
 
