@@ -180,9 +180,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
 
 
 def released_with(earlier: list[str], library_commands: list[str], export: str) -> list[str]:
-    """The commands that made a release, in order: the earlier ones, then those that made the library it is
-    exported with (each once), then the export. The same export again puts its library's new commands before
-    the export's first use, where they ran."""
+    """The commands that made a release, in order: the earlier ones, those that made the library it ships (each
+    once), then the export. An export command already listed is not repeated: the library's new commands go
+    before it, as the steps that made the file it names."""
     new = [c for c in dict.fromkeys(library_commands) if c not in earlier]
     if export in earlier:
         at = earlier.index(export)
