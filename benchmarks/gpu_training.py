@@ -60,17 +60,21 @@ def saved_update(run_dir: Path) -> int:
     return load_checkpoint(path)["state"]["update"] if path.exists() else 0
 
 
-def log_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "log.csv", newline="", encoding="utf-8") as handle:
+def log_rows(run_dir: Path, name: str = "log.csv") -> list[dict[str, str]]:
+    """The rows of a run's CSV log (``log.csv``, or ``probes.csv``; none where it has not written one)."""
+    path = run_dir / name
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
 def difference(a: object, b: object) -> float:
     """Largest absolute difference between two nested structures of tensors (0.0: bit for bit)."""
     if isinstance(a, torch.Tensor):
-        if not a.is_floating_point():
-            return 0.0 if torch.equal(a, b) else float("inf")
-        return 0.0 if torch.equal(a, b) else float((a.double() - b.double()).abs().max())
+        if torch.equal(a, b):
+            return 0.0
+        return float((a.double() - b.double()).abs().max()) if a.is_floating_point() else float("inf")
     if isinstance(a, dict):
         return max((difference(a[key], b[key]) for key in a), default=0.0)
     if isinstance(a, list | tuple):
@@ -99,12 +103,11 @@ def resume_check(args: argparse.Namespace) -> dict[str, object]:
             killed_at = saved_update(pieces)
     finish(train(pieces, args, *budget), "last piece")
     a, b = load_checkpoint(straight / "checkpoint_last.pt"), load_checkpoint(pieces / "checkpoint_last.pt")
-    rows_a, rows_b = log_rows(straight), log_rows(pieces)
-    def losses(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
-        return {row["update"]: {k: v for k, v in row.items() if k not in TIMING} for row in rows}
-
+    rows_a = log_rows(straight)
+    losses_a, losses_b = ({row["update"]: {k: v for k, v in row.items() if k not in TIMING} for row in rows}
+                          for rows in (rows_a, log_rows(pieces)))
     # a piece's end logs a row of its own: compare the rows of the straight run's updates
-    losses_equal = all(losses(rows_b).get(update) == row for update, row in losses(rows_a).items())
+    losses_equal = all(losses_b.get(update) == row for update, row in losses_a.items())
     return {"updates": args.check_updates, "first_piece_saved_at": first, "killed_after_save_at": killed_at,
             "weights_max_diff": difference(a["model"], b["model"]),
             "optimizer_max_diff": difference(a["optimizer"]["state"], b["optimizer"]["state"]),
@@ -119,13 +122,10 @@ def recipe_summary(run_dir: Path, export: Path | None) -> dict[str, object]:
         "updates": last["update"], "elapsed_s": float(rows[-1]["elapsed_s"]) if rows else None,
         "updates_per_s": sorted(float(row["updates_per_s"]) for row in rows)[len(rows) // 2] if rows else None,
         "best_valid_loss": last["best_valid"], "precision": last["precision"]}
-    probes = run_dir / "probes.csv"
-    if probes.exists():
-        with open(probes, newline="", encoding="utf-8") as handle:
-            probe_rows = list(csv.DictReader(handle))
-        final = probe_rows[-1]["update"] if probe_rows else None
-        summary["probes_at_end"] = {row["config"]: float(row["valid_loss"]) for row in probe_rows
-                                    if row["update"] == final}
+    probes = log_rows(run_dir, "probes.csv")
+    if probes:
+        summary["probes_at_end"] = {row["config"]: float(row["valid_loss"]) for row in probes
+                                    if row["update"] == probes[-1]["update"]}
     if export is not None and (run_dir / "checkpoint_best.pt").exists():
         subprocess.run([sys.executable, "-m", "dynhat", "export", str(run_dir / "checkpoint_best.pt"),
                         "--out-dir", str(export), "--dtype", "bf16"], check=True)

@@ -186,9 +186,9 @@ class Trainer:
         self.device = resolve_device(settings.device)
         if self.device.type == "cuda":
             deterministic_cuda()
-        if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)
+            if self.world > 1:
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
         self.dtype = autocast_dtype(settings.precision, self.device)
         self.model = SuperTransformer(space, ModelSettings(vocab_size=vocab_size, dropout=settings.dropout,
                                                            attention_dropout=settings.attention_dropout))
